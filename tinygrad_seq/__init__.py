@@ -1,0 +1,24 @@
+"""tinygrad_seq: build recurrent networks, watch autodiff unroll through time, test gradients.
+
+>>> from tinygrad_seq import Tensor
+>>> a = Tensor([1.0, 2.0], requires_grad=True)
+>>> (a * a).sum().backward()
+>>> a.grad
+array([2., 4.], dtype=float32)
+"""
+
+from .autograd import Function, Tensor, concat, no_grad, stack, where
+from .random import manual_seed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function",
+    "Tensor",
+    "__version__",
+    "concat",
+    "manual_seed",
+    "no_grad",
+    "stack",
+    "where",
+]

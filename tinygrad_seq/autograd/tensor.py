@@ -1,0 +1,436 @@
+"""The engine: `Tensor`, the `Function` extension point, and the reverse-mode pass.
+
+Everything an op needs from the engine lives here and nowhere else: recording the graph
+(`Function.apply`), ordering it (an iterative topological sort, so a 100,000-step chain
+needs no recursion), reducing broadcast gradients back to each input's shape, accumulating
+`.grad`, and freeing what backward no longer needs. Ops (`ops.py`) only know calculus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import anomaly
+
+_FLOATS = (np.float32, np.float64)
+
+
+class _GradMode:
+    enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Record no graph inside the block (inference, sampling, optimiser steps).
+
+    >>> from tinygrad_seq import Tensor, no_grad
+    >>> w = Tensor([1.0, 2.0], requires_grad=True)
+    >>> with no_grad():
+    ...     y = w * 2
+    >>> y.requires_grad
+    False
+    """
+    previous, _GradMode.enabled = _GradMode.enabled, False
+    try:
+        yield
+    finally:
+        _GradMode.enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _GradMode.enabled
+
+
+def _as_array(data: Any) -> np.ndarray:
+    """SPEC §1 dtype rules: float32/float64 kept, ints kept, Python numbers become float32."""
+    if isinstance(data, Tensor):
+        return data.data
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind == "f" and data.dtype not in _FLOATS:
+            return data.astype(np.float32)
+        if data.dtype.kind not in "biuf":
+            raise TypeError(f"Tensor needs numeric data, got an array of dtype {data.dtype}")
+        return data
+    if isinstance(data, np.generic):
+        return _as_array(np.asarray(data))
+    array = np.asarray(data)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"Tensor needs numeric data, got {type(data).__name__}: {data!r:.60}")
+    return array.astype(np.float32) if array.dtype.kind in "f" or array.ndim == 0 else array
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it.
+
+    `Tensor(data, requires_grad=False)` wraps a NumPy array. float32 and float64 arrays keep
+    their dtype, Python numbers and lists of them become float32, integer arrays stay integer
+    (indices) and cannot require grad.
+
+    >>> x = Tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> y = (x * x).sum()
+    >>> y.backward()
+    >>> x.grad
+    array([[2., 4.],
+           [6., 8.]], dtype=float32)
+    """
+
+    __slots__ = ("_ctx", "_retain", "data", "grad", "name", "requires_grad")
+    __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
+
+    def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
+        self.data: np.ndarray = _as_array(data)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"only floating-point tensors can require grad; got dtype {self.data.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+        self.grad: np.ndarray | None = None
+        self.name = name
+        self._ctx: Function | None = None  # the op that produced this tensor, if recorded
+        self._retain = False
+
+    # ---- facts about the data ----
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        grad = f", grad_fn={type(self._ctx).__name__}" if self._ctx is not None else ""
+        req = ", requires_grad=True" if self.requires_grad and not grad else ""
+        return f"Tensor({np.array2string(self.data, separator=', ')}{req}{grad})"
+
+    # ---- graph control ----
+    def detach(self) -> Tensor:
+        """Same data, cut from the graph (truncated BPTT)."""
+        return Tensor(self.data)
+
+    def retain_grad(self) -> Tensor:
+        """Keep `.grad` on this non-leaf tensor after backward (e.g. ∂L/∂a<t> at every step)."""
+        self._retain = True
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Reverse-mode pass: accumulate ∂self/∂leaf · grad into every leaf's `.grad`.
+
+        `grad` may be omitted only for a single-element tensor. The graph's saved buffers are
+        freed as backward goes unless `retain_graph=True`.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad (no input needed a gradient)"
+            )
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a single-element tensor; this one has "
+                    f"shape {self.shape}: pass grad= of that shape"
+                )
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad)
+            if grad.shape != self.shape:
+                raise ValueError(
+                    f"backward(grad): grad has shape {grad.shape}, tensor has shape {self.shape}"
+                )
+            grad = grad.astype(self.dtype, copy=False)
+        _backward(self, grad, retain_graph)
+
+    # ---- operators: each one line, the calculus lives in ops.py ----
+    def __add__(self, other: Any) -> Tensor:
+        return ops.Add.apply(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return ops.Add.apply(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return ops.Sub.apply(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return ops.Sub.apply(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return ops.Mul.apply(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return ops.Mul.apply(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return ops.Div.apply(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return ops.Div.apply(other, self)
+
+    def __pow__(self, exponent: float) -> Tensor:
+        return ops.Pow.apply(self, exponent=exponent)
+
+    def __neg__(self) -> Tensor:
+        return ops.Neg.apply(self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return ops.MatMul.apply(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.MatMul.apply(other, self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.GetItem.apply(self, index=index)
+
+    # comparisons give plain boolean arrays (masks for `where`), never graph nodes
+    def __lt__(self, other: Any) -> np.ndarray:
+        return self.data < np.asarray(other)
+
+    def __le__(self, other: Any) -> np.ndarray:
+        return self.data <= np.asarray(other)
+
+    def __gt__(self, other: Any) -> np.ndarray:
+        return self.data > np.asarray(other)
+
+    def __ge__(self, other: Any) -> np.ndarray:
+        return self.data >= np.asarray(other)
+
+    __hash__ = object.__hash__
+
+    # ---- methods ----
+    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        axes = range(self.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+        count = int(np.prod([self.shape[a] for a in axes]))
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / max(count, 1))
+
+    def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        return ops.Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def exp(self) -> Tensor:
+        return ops.Exp.apply(self)
+
+    def log(self) -> Tensor:
+        return ops.Log.apply(self)
+
+    def tanh(self) -> Tensor:
+        return ops.Tanh.apply(self)
+
+    def sigmoid(self) -> Tensor:
+        return ops.Sigmoid.apply(self)
+
+    def relu(self) -> Tensor:
+        return ops.Relu.apply(self)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        return ops.Softmax.apply(self, axis=axis)
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        return ops.LogSoftmax.apply(self, axis=axis)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], tuple | list):
+            shape = tuple(shape[0])
+        return ops.Reshape.apply(self, shape=shape)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], tuple | list):
+            axes = tuple(axes[0])
+        return ops.Transpose.apply(self, axes=axes or None)
+
+    @property
+    def T(self) -> Tensor:
+        return self.transpose()
+
+
+class Function:
+    """The extension point for a new op, and how every built-in op is defined.
+
+    A subclass defines `forward(self, *arrays, **kwargs) -> ndarray` and
+    `backward(self, grad) -> ndarray | tuple` (one gradient per positional input, `None` where
+    none is needed), keeping on `self` what backward needs. `self.needs_input_grad` tells
+    backward which inputs want a gradient. The engine undoes broadcasting: a gradient may
+    have the output's broadcast shape.
+
+    >>> import numpy as np
+    >>> class Cube(Function):
+    ...     def forward(self, x):
+    ...         self.x = x
+    ...         return x**3
+    ...     def backward(self, grad):
+    ...         return 3 * self.x**2 * grad
+    >>> x = Tensor([2.0], requires_grad=True)
+    >>> Cube.apply(x).backward()
+    >>> x.grad
+    array([12.], dtype=float32)
+    """
+
+    parents: tuple[Any, ...] | None
+    needs_input_grad: tuple[bool, ...]
+
+    def forward(self, *arrays: Any, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, grad: np.ndarray) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    @classmethod
+    def apply(cls, *inputs: Any, **kwargs: Any) -> Tensor:
+        """Run `forward` on the inputs' arrays; record the node when a gradient is needed."""
+        fn = cls()
+        arrays = []
+        needs = []
+        for x in inputs:
+            if isinstance(x, Tensor):
+                arrays.append(x.data)
+                needs.append(x.requires_grad)
+            else:
+                arrays.append(_constant(x, cls))
+                needs.append(False)
+        record = _GradMode.enabled and True in needs
+        if record:
+            fn.needs_input_grad = tuple(needs)
+        out = Tensor.__new__(Tensor)
+        out.data = np.asarray(fn.forward(*arrays, **kwargs))
+        out.grad = None
+        out.name = None
+        out._retain = False
+        if record:
+            fn.parents = inputs
+            out.requires_grad = True
+            out._ctx = fn
+            if anomaly.enabled:
+                anomaly.on_forward(fn, out.data)
+        else:
+            out.requires_grad = False
+            out._ctx = None
+        return out
+
+
+def _constant(x: Any, op: type) -> Any:
+    """A non-Tensor input: Python and NumPy numbers pass through (weak dtype), arrays stay."""
+    if isinstance(x, np.ndarray | float | int | np.generic):
+        return x
+    if isinstance(x, list | tuple):
+        array = np.asarray(x)
+        if array.dtype.kind in "biuf":
+            return array
+    raise TypeError(
+        f"{op.__name__}: cannot apply to an object of type {type(x).__name__}; "
+        "expected a Tensor, a NumPy array or a number"
+    )
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...], op: str = "op") -> np.ndarray:
+    """Sum `grad` over the axes that NumPy broadcasting added or stretched to reach `shape`."""
+    extra = grad.ndim - len(shape)
+    if extra < 0:
+        raise ValueError(f"{op}: gradient of shape {grad.shape} cannot reduce to input {shape}")
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    if grad.shape != shape:
+        raise ValueError(f"{op}: gradient of shape {grad.shape} does not match input {shape}")
+    return grad
+
+
+def _toposort(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from `root` that need a gradient, inputs before outputs (iterative)."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        fn = t._ctx
+        if fn is not None:
+            if fn.parents is None:
+                raise RuntimeError(
+                    "backward through a graph a second time: its buffers were freed by the "
+                    "first backward(); pass retain_graph=True to that call"
+                )
+            for p in fn.parents:
+                if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
+                    stack.append((p, False))
+    return order
+
+
+def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
+    grads: dict[int, np.ndarray] = {id(root): grad}
+    for t in reversed(_toposort(root)):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        fn = t._ctx
+        if fn is None or t._retain:
+            if g.dtype != t.data.dtype:
+                g = g.astype(t.data.dtype)
+            if t.grad is None:
+                t.grad = g.copy()
+            else:
+                t.grad += g
+        if fn is None:
+            continue
+        in_grads = fn.backward(g)
+        if type(in_grads) is not tuple:
+            in_grads = (in_grads,)
+        if anomaly.enabled:
+            anomaly.on_backward(fn, in_grads)
+        for p, need, gi in zip(fn.parents, fn.needs_input_grad, in_grads, strict=False):
+            if not need or gi is None:
+                continue
+            if gi.shape != p.data.shape:
+                gi = unbroadcast(gi, p.data.shape, type(fn).__name__)
+            key = id(p)
+            prev = grads.get(key)
+            grads[key] = gi if prev is None else prev + gi
+        if not retain_graph:
+            _free(fn)
+
+
+def _free(fn: Function) -> None:
+    """Drop a node's saved arrays and its links to its inputs once backward has used them."""
+    state = fn.__dict__
+    state.clear()
+    state["parents"] = None
+
+
+from . import ops  # noqa: E402  (ops need Function and Tensor defined above)

@@ -1,0 +1,164 @@
+"""`Module` and `Parameter`: parameter discovery, state dicts and checkpoints.
+
+A module finds its parameters in its attributes: a `Parameter`, a submodule, or a list or
+tuple of either. Names are dotted paths in attribute order, lists numbered as in PyTorch
+(`layers.0.W_aa`). Checkpoints are `.npz` files, written atomically and read with
+`allow_pickle=False`, so loading never runs code from a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..autograd import Tensor
+from .serialization import load_arrays, save_arrays
+
+
+class Parameter(Tensor):
+    """A `Tensor` with `requires_grad=True` owned by a module (float32 unless made otherwise)."""
+
+    __slots__ = ()
+
+    def __init__(self, data: Any, name: str | None = None) -> None:
+        super().__init__(data, requires_grad=True, name=name)
+
+
+class Module:
+    """Base class of layers, cells and models; `module(x)` runs `module.forward(x)`.
+
+    >>> import numpy as np
+    >>> from tinygrad_seq.nn import Linear
+    >>> class TwoLayer(Module):
+    ...     def __init__(self):
+    ...         self.layers = [Linear(3, 4), Linear(4, 2)]
+    ...     def forward(self, x):
+    ...         return self.layers[1](self.layers[0](x).tanh())
+    >>> [name for name, _ in TwoLayer().named_parameters()]
+    ['layers.0.weight', 'layers.0.bias', 'layers.1.weight', 'layers.1.bias']
+    """
+
+    training: bool = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    # ---- discovery ----
+    def _children(self) -> Iterator[tuple[str, Any]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter | Module):
+                yield name, value
+            elif isinstance(value, list | tuple):
+                for i, item in enumerate(value):
+                    if isinstance(item, Parameter | Module):
+                        yield f"{name}.{i}", item
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """`(dotted_name, Parameter)` pairs in a stable order; a shared parameter appears once."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Any]] = [(prefix, self)]
+        while stack:
+            path, module = stack.pop()
+            pending: list[tuple[str, Any]] = []
+            for name, value in module._children():
+                full = f"{path}.{name}" if path else name
+                if isinstance(value, Parameter):
+                    if id(value) not in seen:
+                        seen.add(id(value))
+                        yield full, value
+                else:
+                    pending.append((full, value))
+            stack.extend(reversed(pending))
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self) -> Iterator[Module]:
+        yield self
+        for _, value in self._children():
+            if isinstance(value, Module):
+                yield from value.modules()
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> Module:
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def to(self, dtype: Any) -> Module:
+        """Convert every parameter to `dtype` in place (e.g. float64 for gradient checks)."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise TypeError(f"Module.to: parameters must be floating point, got {dtype}")
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None if p.grad is None else p.grad.astype(dtype)
+        return self
+
+    # ---- state ----
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter's value, by dotted name."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Copy values from `state` into the parameters, checking everything first.
+
+        Raises `KeyError` naming missing or unexpected keys (when `strict`), and `ValueError`
+        naming keys whose shape differs or whose value is not a float array. On error no
+        parameter has changed.
+        """
+        own = dict(self.named_parameters())
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        problems = []
+        if strict and (missing or unexpected):
+            problems.append(f"missing keys {missing}, unexpected keys {unexpected}")
+        for name in sorted(set(own) & set(state)):
+            value = np.asarray(state[name])
+            if value.shape != own[name].shape:
+                problems.append(
+                    f"'{name}' has shape {value.shape} in the state dict but {own[name].shape} "
+                    "in the model"
+                )
+            elif value.dtype.kind not in "fiu":
+                problems.append(f"'{name}' has non-numeric dtype {value.dtype}")
+        if problems:
+            message = f"load_state_dict into {type(self).__name__}: " + "; ".join(problems)
+            raise (KeyError if missing or unexpected else ValueError)(message)
+        for name in sorted(set(own) & set(state)):
+            p = own[name]
+            p.data = np.array(state[name], dtype=p.dtype)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state dict to `path` (`.npz`), atomically: a crash leaves the old file."""
+        save_arrays(path, self.state_dict())
+
+    def load(self, path: str | os.PathLike[str], strict: bool = True) -> Module:
+        """Read a checkpoint written by `save`; on any error the module is unchanged."""
+        self.load_state_dict(load_arrays(path), strict=strict)
+        return self
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n}{tuple(p.shape)}" for n, p in self.named_parameters())
+        return f"{type(self).__name__}({shapes})"
+
+
+def check_float_input(module: Module, x: Tensor, like: Tensor) -> None:
+    """Raise a clear error when a float input's dtype differs from the parameters'."""
+    if x.dtype.kind == "f" and x.dtype != like.dtype:
+        raise TypeError(
+            f"{type(module).__name__}: input dtype {x.dtype} does not match parameter dtype "
+            f"{like.dtype}; cast the input or call module.to(np.{x.dtype})"
+        )
