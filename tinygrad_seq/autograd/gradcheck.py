@@ -220,6 +220,6 @@ def _compare_directions(
                     failed.append(
                         f"{_label(t, i)} shape {t.shape}, direction {k}: analytic ⟨g, u⟩ = "
                         f"{exact:.8g}, numerical {numerical:.8g}, |difference| "
-                        f"{abs(exact - numerical):.3e} > atol {atol:g} + rtol {rtol:g} · |numerical|"
+                        f"{abs(exact - numerical):.3e} > atol {atol:g} + rtol {rtol:g} · |num|"
                     )
     return ("gradcheck failed for " + "; ".join(failed)) if failed else None

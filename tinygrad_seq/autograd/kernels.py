@@ -136,7 +136,7 @@ def _tanh_backward_kernel(y, grad):  # pragma: no cover - compiled
     return out
 
 
-# ---------------------------------------------------------------- softmax: e^(x − max) / Σ e^(x − max)
+# ---------------------------------------------------------------- softmax: e^(x−m) / Σ e^(x−m)
 def softmax_reference(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -176,7 +176,7 @@ def _softmax_backward_kernel(y, grad):  # pragma: no cover - compiled
     return out
 
 
-# ---------------------------------------------------------------- log-softmax: x − max − log Σ e^(x − max)
+# ------------------------------------------------------------ log-softmax: x − m − log Σ e^(x−m)
 def log_softmax_reference(x: np.ndarray) -> np.ndarray:
     shifted = x - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

@@ -351,7 +351,9 @@ def concat(tensors: list[Tensor] | tuple[Tensor, ...], axis: int = 0) -> Tensor:
     ndim = len(shapes[0])
     ax = axis % ndim if ndim else 0
     for s in shapes:
-        if len(s) != ndim or any(a != b for i, (a, b) in enumerate(zip(s, shapes[0])) if i != ax):
+        if len(s) != ndim or any(
+            a != b for i, (a, b) in enumerate(zip(s, shapes[0], strict=True)) if i != ax
+        ):
             raise ValueError(f"concat along axis {axis}: shapes {shapes} do not match")
     return Concat.apply(*tensors, axis=axis)
 
