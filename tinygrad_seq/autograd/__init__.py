@@ -4,7 +4,7 @@
 Every op is a `Function` subclass (see `ops.py`), the same extension point users get.
 """
 
-from . import kernels
+from . import kernels, memory
 from .anomaly import AnomalyError, detect_anomaly
 from .gradcheck import GradcheckError, gradcheck, numerical_grad
 from .ops import concat, stack, where
@@ -20,6 +20,7 @@ __all__ = [
     "gradcheck",
     "is_grad_enabled",
     "kernels",
+    "memory",
     "no_grad",
     "numerical_grad",
     "stack",

@@ -9,7 +9,9 @@ needs no recursion), reducing broadcast gradients back to each input's shape, ac
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -78,7 +80,7 @@ class Tensor:
            [6., 8.]], dtype=float32)
     """
 
-    __slots__ = ("_ctx", "_retain", "data", "grad", "name", "requires_grad")
+    __slots__ = ("_ctx", "_retain", "_seq", "data", "grad", "name", "requires_grad")
     __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
@@ -92,6 +94,7 @@ class Tensor:
         self.name = name
         self._ctx: Function | None = None  # the op that produced this tensor, if recorded
         self._retain = False
+        self._seq = 0  # creation order of recorded outputs: a topological order of the graph
 
     # ---- facts about the data ----
     @property
@@ -310,31 +313,37 @@ class Function:
         fn = cls()
         arrays = []
         needs = []
+        record = False
         for x in inputs:
             if isinstance(x, Tensor):
                 arrays.append(x.data)
                 needs.append(x.requires_grad)
+                record = record or x.requires_grad
             else:
-                arrays.append(_constant(x, cls))
+                arrays.append(x if type(x) in _PLAIN_CONSTANTS else _constant(x, cls))
                 needs.append(False)
-        record = _GradMode.enabled and True in needs
-        if record:
-            fn.needs_input_grad = tuple(needs)
         out = Tensor.__new__(Tensor)
         out.data = np.asarray(fn.forward(*arrays, **kwargs))
         out.grad = None
         out.name = None
         out._retain = False
-        if record:
+        if record and _GradMode.enabled:
             fn.parents = inputs
+            fn.needs_input_grad = tuple(needs)
             out.requires_grad = True
             out._ctx = fn
+            out._seq = next(_sequence)
             if anomaly.enabled:
                 anomaly.on_forward(fn, out.data)
         else:
             out.requires_grad = False
             out._ctx = None
+            out._seq = 0
         return out
+
+
+_sequence = itertools.count(1)
+_PLAIN_CONSTANTS = frozenset({float, int, np.ndarray, np.float32, np.float64})
 
 
 def _constant(x: Any, op: type) -> Any:
@@ -366,49 +375,29 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...], op: str = "op") -> np.
     return grad
 
 
-def _toposort(root: Tensor) -> list[Tensor]:
-    """Tensors reachable from `root` that need a gradient, inputs before outputs (iterative)."""
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        t, done = stack.pop()
-        if done:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        fn = t._ctx
-        if fn is not None:
-            if fn.parents is None:
-                raise RuntimeError(
-                    "backward through a graph a second time: its buffers were freed by the "
-                    "first backward(); pass retain_graph=True to that call"
-                )
-            for p in fn.parents:
-                if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
-                    stack.append((p, False))
-    return order
-
-
 def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
+    """Visit the graph's nodes newest first, so each is seen after all of its consumers.
+
+    Outputs are always created after their inputs, so creation order is a topological order
+    and a heap keyed on it replaces a separate sort (and needs no recursion). A leaf's
+    gradient is accumulated as soon as it arrives; a node's once its last consumer is done.
+    """
+    if root._ctx is None:
+        _accumulate(root, grad)
+        return
     grads: dict[int, np.ndarray] = {id(root): grad}
-    for t in reversed(_toposort(root)):
-        g = grads.pop(id(t), None)
-        if g is None:
-            continue
+    heap: list[tuple[int, Tensor]] = [(-root._seq, root)]
+    while heap:
+        t = heappop(heap)[1]
+        g = grads.pop(id(t))
+        if t._retain:
+            _accumulate(t, g)
         fn = t._ctx
-        if fn is None or t._retain:
-            if g.dtype != t.data.dtype:
-                g = g.astype(t.data.dtype)
-            if t.grad is None:
-                t.grad = g.copy()
-            else:
-                t.grad += g
-        if fn is None:
-            continue
+        if fn.parents is None:
+            raise RuntimeError(
+                "backward through a graph a second time: its buffers were freed by the "
+                "first backward(); pass retain_graph=True to that call"
+            )
         in_grads = fn.backward(g)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
@@ -419,11 +408,26 @@ def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
                 continue
             if gi.shape != p.data.shape:
                 gi = unbroadcast(gi, p.data.shape, type(fn).__name__)
+            if p._ctx is None:
+                _accumulate(p, gi)
+                continue
             key = id(p)
             prev = grads.get(key)
-            grads[key] = gi if prev is None else prev + gi
+            if prev is None:
+                grads[key] = gi
+                heappush(heap, (-p._seq, p))
+            else:
+                grads[key] = prev + gi
         if not retain_graph:
             _free(fn)
+
+
+def _accumulate(t: Tensor, g: np.ndarray) -> None:
+    """`t.grad += g`, owning a copy of the first gradient (g may be a view or shared)."""
+    if t.grad is None:
+        t.grad = np.array(g, dtype=t.data.dtype)
+    else:
+        t.grad += g
 
 
 def _free(fn: Function) -> None:
