@@ -58,6 +58,8 @@ def _user_site() -> str:
 
 
 def _bad(array: Any) -> str | None:
+    if isinstance(array, np.generic):
+        array = np.asarray(array)
     if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
         return None
     if np.isnan(array).any():
@@ -67,9 +69,9 @@ def _bad(array: Any) -> str | None:
     return None
 
 
-def on_forward(fn: Any, out: np.ndarray) -> None:
+def on_forward(fn: Any, out: Any) -> None:
     fn.created_at = _user_site()
-    kind = _bad(out)
+    kind = next(filter(None, map(_bad, out if isinstance(out, tuple) else (out,))), None)
     if kind:
         raise AnomalyError(
             f"{type(fn).__name__} forward produced {kind}; created at {fn.created_at}"

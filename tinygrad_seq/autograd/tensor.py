@@ -80,7 +80,7 @@ class Tensor:
            [6., 8.]], dtype=float32)
     """
 
-    __slots__ = ("_ctx", "_retain", "_seq", "data", "grad", "name", "requires_grad")
+    __slots__ = ("_ctx", "_index", "data", "grad", "name", "requires_grad")
     __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
@@ -93,8 +93,7 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.name = name
         self._ctx: Function | None = None  # the op that produced this tensor, if recorded
-        self._retain = False
-        self._seq = 0  # creation order of recorded outputs: a topological order of the graph
+        self._index = 0  # which of that op's outputs this tensor is
 
     # ---- facts about the data ----
     @property
@@ -141,7 +140,9 @@ class Tensor:
 
     def retain_grad(self) -> Tensor:
         """Keep `.grad` on this non-leaf tensor after backward (e.g. ∂L/∂a<t> at every step)."""
-        self._retain = True
+        if self._ctx is not None:
+            retained = self._ctx.__dict__.setdefault("retained", {})
+            retained[self._index] = self
         return self
 
     def zero_grad(self) -> None:
@@ -308,8 +309,12 @@ class Function:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     @classmethod
-    def apply(cls, *inputs: Any, **kwargs: Any) -> Tensor:
-        """Run `forward` on the inputs' arrays; record the node when a gradient is needed."""
+    def apply(cls, *inputs: Any, **kwargs: Any) -> Any:
+        """Run `forward` on the inputs' arrays; record the node when a gradient is needed.
+
+        Returns a Tensor, or a tuple of Tensors when `forward` returns a tuple of arrays (then
+        `backward` receives a tuple of output gradients, zeros for outputs that got none).
+        """
         fn = cls()
         arrays = []
         needs = []
@@ -322,28 +327,53 @@ class Function:
             else:
                 arrays.append(x if type(x) in _PLAIN_CONSTANTS else _constant(x, cls))
                 needs.append(False)
-        out = Tensor.__new__(Tensor)
-        out.data = np.asarray(fn.forward(*arrays, **kwargs))
-        out.grad = None
-        out.name = None
-        out._retain = False
-        if record and _GradMode.enabled:
+        result = fn.forward(*arrays, **kwargs)
+        record = record and _GradMode.enabled
+        if record:
             fn.parents = inputs
             fn.needs_input_grad = tuple(needs)
-            out.requires_grad = True
-            out._ctx = fn
-            out._seq = next(_sequence)
+            fn.seq = next(_sequence)
             if anomaly.enabled:
-                anomaly.on_forward(fn, out.data)
-        else:
-            out.requires_grad = False
-            out._ctx = None
-            out._seq = 0
-        return out
+                anomaly.on_forward(fn, result)
+        if type(result) is tuple:
+            fn.n_outputs = len(result)
+            fn.output_meta = tuple((np.shape(r), np.result_type(r)) for r in result)
+            return tuple(_output(r, fn if record else None, i) for i, r in enumerate(result))
+        fn.n_outputs = 1
+        return _output(result, fn if record else None, 0)
 
 
-_sequence = itertools.count(1)
+def _output(data: Any, fn: Function | None, index: int) -> Tensor:
+    out = Tensor.__new__(Tensor)
+    out.data = data if type(data) is np.ndarray else np.asarray(data)
+    out.grad = None
+    out.name = None
+    out.requires_grad = fn is not None
+    out._ctx = fn
+    out._index = index
+    return out
+
+
+_sequence = itertools.count(1)  # creation order of nodes: a topological order of the graph
 _PLAIN_CONSTANTS = frozenset({float, int, np.ndarray, np.float32, np.float64})
+
+
+class DeferredMatmulGrad:
+    """A weight gradient `leftᵀ @ right` that the engine sums over a whole backward pass.
+
+    An op whose weight is used at every time step can return this instead of computing its
+    per-step GEMM; the engine stacks every (left, right) pair a leaf receives and computes
+    one GEMM at the end of backward (K = T·B instead of T GEMMs with K = B).
+    """
+
+    __slots__ = ("left", "right", "shape")
+
+    def __init__(self, left: np.ndarray, right: np.ndarray) -> None:
+        self.left, self.right = left, right
+        self.shape = (left.shape[-1], right.shape[-1])
+
+    def materialize(self) -> np.ndarray:
+        return self.left.T @ self.right
 
 
 def _constant(x: Any, op: type) -> Any:
@@ -376,29 +406,38 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...], op: str = "op") -> np.
 
 
 def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
-    """Visit the graph's nodes newest first, so each is seen after all of its consumers.
+    """Visit the graph's nodes newest first, so each is run after all of its consumers.
 
-    Outputs are always created after their inputs, so creation order is a topological order
-    and a heap keyed on it replaces a separate sort (and needs no recursion). A leaf's
-    gradient is accumulated as soon as it arrives; a node's once its last consumer is done.
+    Outputs are always created after their inputs, so creation order (`fn.seq`) is a
+    topological order and a heap keyed on it replaces a separate sort, with no recursion.
+    A leaf's gradient is accumulated as soon as it arrives (deferred weight GEMMs at the end);
+    a node runs once its last consumer is done.
     """
-    if root._ctx is None:
+    fn = root._ctx
+    if fn is None:
         _accumulate(root, grad)
         return
-    grads: dict[int, np.ndarray] = {id(root): grad}
-    heap: list[tuple[int, Tensor]] = [(-root._seq, root)]
+    pending: dict[int, Any] = {id(fn): _first_grads(fn, root._index, grad)}
+    heap: list[tuple[int, Function]] = [(-fn.seq, fn)]
+    deferred: dict[int, tuple[Tensor, list[np.ndarray], list[np.ndarray]]] = {}
     while heap:
-        t = heappop(heap)[1]
-        g = grads.pop(id(t))
-        if t._retain:
-            _accumulate(t, g)
-        fn = t._ctx
+        fn = heappop(heap)[1]
+        out_grads = pending.pop(id(fn))
         if fn.parents is None:
             raise RuntimeError(
                 "backward through a graph a second time: its buffers were freed by the "
                 "first backward(); pass retain_graph=True to that call"
             )
-        in_grads = fn.backward(g)
+        if fn.n_outputs > 1:
+            out_grads = tuple(
+                np.zeros(shape, dtype) if g is None else g
+                for g, (shape, dtype) in zip(out_grads, fn.output_meta, strict=True)
+            )
+        retained = fn.__dict__.get("retained")
+        if retained:
+            for i, t in retained.items():
+                _accumulate(t, out_grads if fn.n_outputs == 1 else out_grads[i])
+        in_grads = fn.backward(out_grads)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
         if anomaly.enabled:
@@ -408,22 +447,51 @@ def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
                 continue
             if gi.shape != p.data.shape:
                 gi = unbroadcast(gi, p.data.shape, type(fn).__name__)
-            if p._ctx is None:
-                _accumulate(p, gi)
+            node = p._ctx
+            if node is None:
+                if type(gi) is DeferredMatmulGrad:
+                    entry = deferred.setdefault(id(p), (p, [], []))
+                    entry[1].append(gi.left)
+                    entry[2].append(gi.right)
+                else:
+                    _accumulate(p, gi)
                 continue
-            key = id(p)
-            prev = grads.get(key)
-            if prev is None:
-                grads[key] = gi
-                heappush(heap, (-p._seq, p))
+            if type(gi) is DeferredMatmulGrad:
+                gi = gi.materialize()
+            key = id(node)
+            slot = pending.get(key)
+            if slot is None:
+                pending[key] = _first_grads(node, p._index, gi)
+                heappush(heap, (-node.seq, node))
+            elif node.n_outputs == 1:
+                pending[key] = slot + gi
             else:
-                grads[key] = prev + gi
+                i = p._index
+                slot[i] = gi if slot[i] is None else slot[i] + gi
         if not retain_graph:
             _free(fn)
+    for p, lefts, rights in deferred.values():
+        _accumulate(p, _stack_rows(lefts).T @ _stack_rows(rights))
 
 
-def _accumulate(t: Tensor, g: np.ndarray) -> None:
+def _first_grads(fn: Function, index: int, grad: np.ndarray) -> Any:
+    """A single-output node's gradient, or a list with one slot per output."""
+    if fn.n_outputs == 1:
+        return grad
+    slots: list[Any] = [None] * fn.n_outputs
+    slots[index] = grad
+    return slots
+
+
+def _stack_rows(arrays: list[np.ndarray]) -> np.ndarray:
+    arrays = [a.reshape(-1, a.shape[-1]) for a in arrays]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _accumulate(t: Tensor, g: Any) -> None:
     """`t.grad += g`, owning a copy of the first gradient (g may be a view or shared)."""
+    if type(g) is DeferredMatmulGrad:
+        g = g.materialize()
     if t.grad is None:
         t.grad = np.array(g, dtype=t.data.dtype)
     else:
