@@ -65,6 +65,9 @@ class Module:
         stack: list[tuple[str, Any]] = [(prefix, self)]
         while stack:
             path, module = stack.pop()
+            if id(module) in seen:  # a shared submodule, or a cycle (a child holding its parent)
+                continue
+            seen.add(id(module))
             pending: list[tuple[str, Any]] = []
             for name, value in module._children():
                 full = f"{path}.{name}" if path else name
@@ -80,10 +83,16 @@ class Module:
         return [p for _, p in self.named_parameters()]
 
     def modules(self) -> Iterator[Module]:
-        yield self
-        for _, value in self._children():
-            if isinstance(value, Module):
-                yield from value.modules()
+        """This module and every submodule, depth first, each once."""
+        seen: set[int] = set()
+        stack: list[Module] = [self]
+        while stack:
+            module = stack.pop()
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield module
+                children = [v for _, v in module._children() if isinstance(v, Module)]
+                stack.extend(reversed(children))
 
     def zero_grad(self) -> None:
         for p in self.parameters():
@@ -123,7 +132,8 @@ class Module:
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         problems = []
-        if strict and (missing or unexpected):
+        bad_keys = strict and bool(missing or unexpected)
+        if bad_keys:
             problems.append(f"missing keys {missing}, unexpected keys {unexpected}")
         for name in sorted(set(own) & set(state)):
             value = np.asarray(state[name])
@@ -136,7 +146,7 @@ class Module:
                 problems.append(f"'{name}' has non-numeric dtype {value.dtype}")
         if problems:
             message = f"load_state_dict into {type(self).__name__}: " + "; ".join(problems)
-            raise (KeyError if missing or unexpected else ValueError)(message)
+            raise (KeyError if bad_keys else ValueError)(message)
         for name in sorted(set(own) & set(state)):
             p = own[name]
             p.data = np.array(state[name], dtype=p.dtype)

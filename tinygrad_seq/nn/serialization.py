@@ -31,6 +31,9 @@ def save_arrays(path: str | os.PathLike[str], arrays: dict[str, Any]) -> None:
     except OSError as exc:
         raise PermissionError(f"cannot write {path}: {exc.strerror}") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the usual mode
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
             f.flush()
@@ -48,9 +51,14 @@ def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        # np.load treats anything that is neither zip nor .npy as a pickle: name it first
+        if magic.startswith(b"\x93NUMPY"):
+            raise CheckpointError(f"{path} is a single .npy array, not an .npz checkpoint")
+        if not magic.startswith(b"PK"):
+            raise CheckpointError(f"{path} is not an .npz checkpoint (not a zip archive)")
         with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"{path} is a single .npy array, not an .npz checkpoint")
             return {name: archive[name] for name in archive.files}
     except CheckpointError:
         raise
