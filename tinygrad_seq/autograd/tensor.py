@@ -301,6 +301,8 @@ class Function:
 
     parents: tuple[Any, ...] | None
     needs_input_grad: tuple[bool, ...]
+    n_outputs: int = 1
+    tuple_output = False  # forward returned a tuple (even of one array)
 
     def forward(self, *arrays: Any, **kwargs: Any) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__}.forward")
@@ -337,6 +339,7 @@ class Function:
                 anomaly.on_forward(fn, result)
         if type(result) is tuple:
             fn.n_outputs = len(result)
+            fn.tuple_output = True
             fn.output_meta = tuple((np.shape(r), np.result_type(r)) for r in result)
             return tuple(_output(r, fn if record else None, i) for i, r in enumerate(result))
         fn.n_outputs = 1
@@ -374,6 +377,32 @@ class DeferredMatmulGrad:
 
     def materialize(self) -> np.ndarray:
         return self.left.T @ self.right
+
+
+class _GradSum:
+    """Gradients arriving at one tensor: a dense sum plus deferred (left, right) GEMM pairs."""
+
+    __slots__ = ("dense", "lefts", "rights")
+
+    def __init__(self, g: Any) -> None:
+        self.dense: np.ndarray | None = None
+        self.lefts: list[np.ndarray] = []
+        self.rights: list[np.ndarray] = []
+        self.add(g)
+
+    def add(self, g: Any) -> None:
+        if type(g) is DeferredMatmulGrad:
+            self.lefts.append(g.left)
+            self.rights.append(g.right)
+        else:
+            self.dense = g if self.dense is None else self.dense + g
+
+    def total(self) -> np.ndarray:
+        """Dense part + (stacked lefts)ᵀ @ (stacked rights): one GEMM for every deferred pair."""
+        if not self.lefts:
+            return self.dense
+        product = _stack_rows(self.lefts).T @ _stack_rows(self.rights)
+        return product if self.dense is None else self.dense + product
 
 
 def _constant(x: Any, op: type) -> Any:
@@ -419,16 +448,18 @@ def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
         return
     pending: dict[int, Any] = {id(fn): _first_grads(fn, root._index, grad)}
     heap: list[tuple[int, Function]] = [(-fn.seq, fn)]
-    deferred: dict[int, tuple[Tensor, list[np.ndarray], list[np.ndarray]]] = {}
+    deferred: dict[int, tuple[Tensor, _GradSum]] = {}
     while heap:
         fn = heappop(heap)[1]
         out_grads = pending.pop(id(fn))
+        if type(out_grads) is _GradSum:
+            out_grads = out_grads.total()
         if fn.parents is None:
             raise RuntimeError(
                 "backward through a graph a second time: its buffers were freed by the "
                 "first backward(); pass retain_graph=True to that call"
             )
-        if fn.n_outputs > 1:
+        if fn.tuple_output:
             out_grads = tuple(
                 np.zeros(shape, dtype) if g is None else g
                 for g, (shape, dtype) in zip(out_grads, fn.output_meta, strict=True)
@@ -436,7 +467,7 @@ def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
         retained = fn.__dict__.get("retained")
         if retained:
             for i, t in retained.items():
-                _accumulate(t, out_grads if fn.n_outputs == 1 else out_grads[i])
+                _accumulate(t, out_grads[i] if fn.tuple_output else out_grads)
         in_grads = fn.backward(out_grads)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
@@ -448,35 +479,44 @@ def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
             if gi.shape != p.data.shape:
                 gi = unbroadcast(gi, p.data.shape, type(fn).__name__)
             node = p._ctx
+            deferred_gi = type(gi) is DeferredMatmulGrad
             if node is None:
-                if type(gi) is DeferredMatmulGrad:
-                    entry = deferred.setdefault(id(p), (p, [], []))
-                    entry[1].append(gi.left)
-                    entry[2].append(gi.right)
+                if deferred_gi:
+                    entry = deferred.get(id(p))
+                    if entry is None:
+                        deferred[id(p)] = (p, _GradSum(gi))
+                    else:
+                        entry[1].add(gi)
                 else:
                     _accumulate(p, gi)
                 continue
-            if type(gi) is DeferredMatmulGrad:
+            if deferred_gi and node.tuple_output:
                 gi = gi.materialize()
             key = id(node)
             slot = pending.get(key)
             if slot is None:
-                pending[key] = _first_grads(node, p._index, gi)
+                pending[key] = _GradSum(gi) if deferred_gi else _first_grads(node, p._index, gi)
                 heappush(heap, (-node.seq, node))
-            elif node.n_outputs == 1:
-                pending[key] = slot + gi
+            elif not node.tuple_output:
+                if type(slot) is _GradSum:
+                    slot.add(gi)
+                elif deferred_gi:
+                    pending[key] = _GradSum(slot)
+                    pending[key].add(gi)
+                else:
+                    pending[key] = slot + gi
             else:
                 i = p._index
                 slot[i] = gi if slot[i] is None else slot[i] + gi
         if not retain_graph:
             _free(fn)
-    for p, lefts, rights in deferred.values():
-        _accumulate(p, _stack_rows(lefts).T @ _stack_rows(rights))
+    for p, total in deferred.values():
+        _accumulate(p, total.total())
 
 
 def _first_grads(fn: Function, index: int, grad: np.ndarray) -> Any:
     """A single-output node's gradient, or a list with one slot per output."""
-    if fn.n_outputs == 1:
+    if not fn.tuple_output:
         return grad
     slots: list[Any] = [None] * fn.n_outputs
     slots[index] = grad
@@ -501,8 +541,9 @@ def _accumulate(t: Tensor, g: Any) -> None:
 def _free(fn: Function) -> None:
     """Drop a node's saved arrays and its links to its inputs once backward has used them."""
     state = fn.__dict__
+    kept = {k: state[k] for k in ("seq", "n_outputs", "tuple_output") if k in state}
     state.clear()
-    state["parents"] = None
+    state.update(kept, parents=None)  # what a 2nd backward needs to reach its clear error
 
 
 from . import ops  # noqa: E402  (ops need Function and Tensor defined above)
