@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 enabled = False
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class AnomalyError(FloatingPointError):

@@ -33,19 +33,23 @@ def _as_tensors(inputs: Sequence[Any]) -> list[Any]:
 
 
 class _Float64:
-    """Swap each float Tensor's data for a float64 copy (and back, grads included)."""
+    """Swap each float Tensor's data for a float64 copy (and back, grads included).
+
+    Inside, every input is a leaf (its producing op is unhooked), so a non-leaf input gets
+    its `.grad` and the graph that made it is neither walked nor freed."""
 
     def __init__(self, tensors: list[Any]) -> None:
         self.tensors = [t for t in tensors if isinstance(t, Tensor) and t.dtype.kind == "f"]
 
     def __enter__(self) -> None:
-        self.saved = [(t.data, t.grad) for t in self.tensors]
+        self.saved = [(t.data, t.grad, t._ctx) for t in self.tensors]
         for t in self.tensors:
             t.data, t.grad = np.array(t.data, dtype=np.float64, order="C"), None
+            t._ctx = None
 
     def __exit__(self, *exc: Any) -> None:
-        for t, (data, grad) in zip(self.tensors, self.saved, strict=True):
-            t.data, t.grad = data, grad
+        for t, (data, grad, ctx) in zip(self.tensors, self.saved, strict=True):
+            t.data, t.grad, t._ctx = data, grad, ctx
 
 
 def _scalar(out: Any, v: np.ndarray | None) -> float:
@@ -53,12 +57,16 @@ def _scalar(out: Any, v: np.ndarray | None) -> float:
     return float(data.sum() if v is None else (data * v).sum())
 
 
-def _differences(fn: Callable[..., Any], tensors: list[Any], v: Any, eps: float) -> list[Any]:
-    """∂⟨v, fn⟩/∂x for every float input, element by element (2 evaluations per element)."""
+def _differences(
+    fn: Callable[..., Any], tensors: list[Any], v: Any, eps: float, only_grad: bool = False
+) -> list[Any]:
+    """∂⟨v, fn⟩/∂x for every float input (or, `only_grad`, those requiring grad), element by
+    element (2 evaluations per element)."""
     grads: list[Any] = []
     with no_grad():
         for t in tensors:
-            if not isinstance(t, Tensor) or t.dtype.kind != "f":
+            skip = only_grad and not t.requires_grad
+            if not isinstance(t, Tensor) or t.dtype.kind != "f" or skip:
                 grads.append(None)
                 continue
             flat = t.data.reshape(-1)  # a view: writing it perturbs the input in place
@@ -141,7 +149,7 @@ def gradcheck(
             np.zeros(t.shape) if t.grad is None else np.asarray(t.grad, np.float64) for t in tensors
         ]
         if directions is None:
-            numeric = _differences(fn, tensors, v, eps)
+            numeric = _differences(fn, tensors, v, eps, only_grad=True)
             report = _compare_full(tensors, checked, analytic, numeric, atol, rtol)
         else:
             report = _compare_directions(

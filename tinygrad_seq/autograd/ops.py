@@ -78,6 +78,12 @@ class Pow(Function):
 # ================================================================ unary element-wise
 
 
+def _floating(x: Any) -> np.ndarray:
+    """Integer or boolean input to a float-valued op computes in float32 (not truncated)."""
+    x = np.asarray(x)
+    return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
 class Neg(Function):
     """z = −x."""
 
@@ -92,7 +98,7 @@ class Exp(Function):
     """z = eˣ;  ∂z/∂x = z."""
 
     def forward(self, x):
-        self.z = np.exp(x)
+        self.z = np.exp(_floating(x))
         return self.z
 
     def backward(self, grad):
@@ -103,8 +109,8 @@ class Log(Function):
     """z = ln x;  ∂z/∂x = 1/x."""
 
     def forward(self, x):
-        self.x = x
-        return np.log(x)
+        self.x = _floating(x)
+        return np.log(self.x)
 
     def backward(self, grad):
         return grad / self.x
@@ -114,7 +120,7 @@ class Tanh(Function):
     """z = tanh x;  ∂z/∂x = 1 − z²."""
 
     def forward(self, x):
-        self.z = kernels.tanh(x)
+        self.z = kernels.tanh(_floating(x))
         return self.z
 
     def backward(self, grad):
@@ -125,7 +131,7 @@ class Sigmoid(Function):
     """z = σ(x) = 1 / (1 + e⁻ˣ), computed without overflow;  ∂z/∂x = z (1 − z)."""
 
     def forward(self, x):
-        self.z = kernels.sigmoid(x)
+        self.z = kernels.sigmoid(_floating(x))
         return self.z
 
     def backward(self, grad):
@@ -159,7 +165,7 @@ class Softmax(Function):
 
     def forward(self, x, axis: int = -1):
         self.axis = axis
-        self.z = kernels.softmax(_to_last(x, axis))
+        self.z = kernels.softmax(_to_last(_floating(x), axis))
         return _from_last(self.z, axis)
 
     def backward(self, grad):
@@ -171,7 +177,7 @@ class LogSoftmax(Function):
 
     def forward(self, x, axis: int = -1):
         self.axis = axis
-        self.z = kernels.log_softmax(_to_last(x, axis))
+        self.z = kernels.log_softmax(_to_last(_floating(x), axis))
         return _from_last(self.z, axis)
 
     def backward(self, grad):

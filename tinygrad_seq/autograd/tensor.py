@@ -62,7 +62,7 @@ def _as_array(data: Any) -> np.ndarray:
     array = np.asarray(data)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"Tensor needs numeric data, got {type(data).__name__}: {data!r:.60}")
-    return array.astype(np.float32) if array.dtype.kind in "f" or array.ndim == 0 else array
+    return array if array.dtype.kind == "b" else array.astype(np.float32)
 
 
 class Tensor:
@@ -80,7 +80,7 @@ class Tensor:
            [6., 8.]], dtype=float32)
     """
 
-    __slots__ = ("_ctx", "_index", "data", "grad", "name", "requires_grad")
+    __slots__ = ("__weakref__", "_ctx", "_index", "data", "grad", "name", "requires_grad")
     __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
