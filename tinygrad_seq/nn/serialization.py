@@ -68,5 +68,5 @@ def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
                 f"{path} holds pickled Python objects; refusing to load it (no pickle)"
             ) from None
         raise CheckpointError(f"{path} is not a readable .npz checkpoint: {exc}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError) as exc:
         raise CheckpointError(f"{path} is not a readable .npz checkpoint: {exc}") from None

@@ -1,0 +1,232 @@
+"""Unrolling through time: `Recurrent`, `Bidirectional` and `Stacked` (deep RNNs).
+
+`Recurrent` calls a cell once per time step in a plain loop; backpropagation through time
+(BPTT) is nothing more than the engine's reverse pass over the graph that loop recorded.
+Any object following the cell protocol (see `tinygrad_seq.nn.cell`) unrolls the same way.
+
+Truncated BPTT over a long sequence is a `detach()` away: run it in chunks and pass each
+chunk the previous chunk's final state, detached:
+
+    state = None
+    for chunk in chunks:                                   # chunk (B, k, n_x)
+        outputs, state = layer(chunk, state)
+        loss(outputs).backward()
+        state = detach_state(state)                        # gradients stop here
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..autograd import Tensor, concat, stack, where
+from ..random import default_rng
+from .cell import State, state_output
+from .module import Module
+
+__all__ = ["Bidirectional", "Recurrent", "Stacked", "detach_state", "map_state", "state_output"]
+
+
+def map_state(fn: Callable[..., Any], *states: Any) -> Any:
+    """Apply `fn` part by part to states of one structure (a Tensor or a tuple of Tensors)."""
+    if isinstance(states[0], Tensor | np.ndarray):
+        return fn(*states)
+    return tuple(fn(*parts) for parts in zip(*states, strict=True))
+
+
+def detach_state(state: Any) -> Any:
+    """The same state cut from the graph, for truncated BPTT."""
+    return map_state(lambda s: s.detach() if isinstance(s, Tensor) else Tensor(s), state)
+
+
+def check_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray | None:
+    """`lengths` as an integer array of shape (B,), each in 1..T; `None` stays `None`."""
+    if lengths is None:
+        return None
+    values = np.asarray(lengths.data if isinstance(lengths, Tensor) else lengths)
+    if values.ndim != 1 or values.shape[0] != batch:
+        raise ValueError(
+            f"lengths must hold one length per sequence: the batch has {batch} sequences, "
+            f"lengths has shape {values.shape}"
+        )
+    if values.dtype.kind not in "iu":
+        if values.dtype.kind != "f" or not np.all(values == np.round(values)):
+            raise ValueError(f"lengths must be integers, got {values.tolist()}")
+        values = values.astype(np.int64)
+    bad = (values < 1) | (values > steps)
+    if bad.any():
+        raise ValueError(
+            f"lengths must lie in 1..T = 1..{steps}; got {values[bad].tolist()} at batch "
+            f"positions {np.flatnonzero(bad).tolist()}"
+        )
+    return values.astype(np.int64)
+
+
+def _as_sequence(x: Any, who: str) -> Tensor:
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    if x.ndim != 3:
+        raise ValueError(f"{who}: x must have shape (B, T, n_x), got {x.shape}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{who}: x has no time steps (shape {x.shape})")
+    return x
+
+
+class Recurrent(Module):
+    """Unroll a cell over time: `forward(x, state=None, lengths=None) -> (outputs, final_state)`.
+
+    x `(B, T, n_x)`; outputs `(B, T, n_a)` hold a<t> for every step t. `state` is the initial
+    state (zeros when `None`), e.g. a detached `final_state` of the previous chunk.
+
+    With `lengths` (one int in 1..T per sequence), the steps past a sequence's end leave its
+    state unchanged and give zero outputs (and zero gradient), so `final_state` is each
+    sequence's state at its own last step. With `reverse=True` the cell runs from each
+    sequence's last valid step (t = lengths[b]) back to its first; outputs stay aligned with
+    the input's time axis and `final_state` is the state after step 1.
+
+    >>> import numpy as np
+    >>> from tinygrad_seq.nn import GRUCell
+    >>> layer = Recurrent(GRUCell(3, 4))
+    >>> outputs, a_T = layer(np.ones((2, 5, 3), np.float32), lengths=[5, 2])
+    >>> outputs.shape, a_T.shape
+    ((2, 5, 4), (2, 4))
+    >>> bool((outputs.data[1, 2:] == 0).all())
+    True
+    """
+
+    def __init__(self, cell: Any, reverse: bool = False) -> None:
+        self.cell, self.reverse = cell, reverse
+
+    def forward(
+        self, x: Any, state: State | None = None, lengths: Any = None
+    ) -> tuple[Tensor, State]:
+        x = _as_sequence(x, f"Recurrent({type(self.cell).__name__})")
+        B, T = x.shape[:2]
+        lengths = check_lengths(lengths, B, T)
+        state = self.cell.init_state(B) if state is None else state
+        step = self._steps(x, state)
+        outputs: list[Any] = [None] * T
+        for t in reversed(range(T)) if self.reverse else range(T):
+            new_state = step(t, state)  # = self.cell(x[:, t], state)
+            if lengths is None:
+                state = new_state
+                outputs[t] = state_output(state)
+            else:  # sequences already ended keep their state and output zeros
+                valid = (t < lengths)[:, None]
+                state = map_state(lambda new, old, v=valid: where(v, new, old), new_state, state)
+                outputs[t] = where(valid, state_output(state), 0.0)
+        return stack(outputs, axis=1), state
+
+    def _steps(self, x: Tensor, state: Any) -> Callable[[int, Any], Any]:
+        """`step(t, state) = cell(x<t>, state)`: the one place a faster, equal step could go."""
+        return lambda t, state: self.cell(x[:, t], state)
+
+
+class Bidirectional(Module):
+    """A forward and a backward `Recurrent`, outputs concatenated feature-wise.
+
+    `forward(x, lengths=None, state=None) -> (outputs, (forward_final, backward_final))`
+    with outputs `(B, T, n_a_fwd + n_a_bwd)`: at each t, [a→<t>, a←<t>]. With `lengths`, the
+    backward cell starts at each sequence's own last step and padded outputs are zero.
+    `state` optionally gives both initial states as a pair.
+
+    >>> import numpy as np
+    >>> from tinygrad_seq.nn import LSTMCell, RNNCell
+    >>> bi = Bidirectional(LSTMCell(3, 4), RNNCell(3, 2))
+    >>> outputs, ((a_f, c_f), a_b) = bi(np.ones((2, 5, 3), np.float32))
+    >>> outputs.shape
+    (2, 5, 6)
+    """
+
+    def __init__(self, forward_cell: Any, backward_cell: Any) -> None:
+        self.forward_cell, self.backward_cell = forward_cell, backward_cell
+
+    def forward(
+        self, x: Any, lengths: Any = None, state: tuple[Any, Any] | None = None
+    ) -> tuple[Tensor, tuple[State, State]]:
+        state_f, state_b = (None, None) if state is None else state
+        out_f, final_f = Recurrent(self.forward_cell)(x, state_f, lengths)
+        out_b, final_b = Recurrent(self.backward_cell, reverse=True)(x, state_b, lengths)
+        return concat([out_f, out_b], axis=-1), (final_f, final_b)
+
+
+class Stacked(Module):
+    """A deep RNN: layer l's outputs a^[l]<t> are the inputs x<t> of layer l + 1.
+
+    `Stacked(layers, dropout=0.0)`; each layer is a cell (unrolled forwards) or a
+    `Recurrent`/`Bidirectional` module. `forward(x, states=None, lengths=None) ->
+    (outputs, final_states)`: outputs are the last layer's `(B, T, n_a)`, `final_states`
+    a list with each layer's final state; `states` optionally gives each layer's initial
+    state (a list, `None` entries meaning zeros).
+
+    Dropout with probability `dropout` acts on the outputs between layers (never on the
+    last layer's, never across time steps), only in training mode (`module.train()`), as
+    inverted dropout: kept values are scaled by 1/(1 − dropout), so evaluation needs no
+    rescaling. Masks are drawn from the library generator (`tinygrad_seq.manual_seed`).
+
+    `Stacked.build("lstm", n_x, n_a, num_layers=2)` builds the layers for you.
+
+    >>> import numpy as np
+    >>> from tinygrad_seq.nn import GRUCell
+    >>> deep = Stacked([GRUCell(3, 8), GRUCell(8, 8)], dropout=0.1)
+    >>> outputs, (a1, a2) = deep(np.ones((2, 5, 3), np.float32))
+    >>> outputs.shape, [name for name, _ in deep.named_parameters()][:2]
+    ((2, 5, 8), ['layers.0.W_u', 'layers.0.W_r'])
+    """
+
+    def __init__(self, layers: Sequence[Any], dropout: float = 0.0) -> None:
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Stacked: dropout must lie in [0, 1), got {dropout}")
+        if len(layers) == 0:
+            raise ValueError("Stacked needs at least one layer")
+        self.layers, self.dropout = list(layers), float(dropout)
+
+    @classmethod
+    def build(
+        cls,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        rng: np.random.Generator | None = None,
+        **cell_kwargs: Any,
+    ) -> Stacked:
+        """`num_layers` cells of kind `"rnn"`, `"gru"` or `"lstm"` (bidirectional layers if
+        asked: each layer's input is then both directions' outputs, 2·n_a features)."""
+        from .gru import GRUCell
+        from .lstm import LSTMCell
+        from .rnn import RNNCell
+
+        kinds = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+        if cell not in kinds:
+            raise ValueError(f"Stacked.build: cell must be one of {sorted(kinds)}, got {cell!r}")
+        make = kinds[cell]
+        layers: list[Any] = []
+        for layer in range(num_layers):
+            n_in = input_size if layer == 0 else hidden_size * (2 if bidirectional else 1)
+            if bidirectional:
+                forward_cell = make(n_in, hidden_size, rng=rng, **cell_kwargs)
+                backward_cell = make(n_in, hidden_size, rng=rng, **cell_kwargs)
+                layers.append(Bidirectional(forward_cell, backward_cell))
+            else:
+                layers.append(make(n_in, hidden_size, rng=rng, **cell_kwargs))
+        return cls(layers, dropout=dropout)
+
+    def forward(
+        self, x: Any, states: Sequence[Any] | None = None, lengths: Any = None
+    ) -> tuple[Tensor, list[Any]]:
+        if states is not None and len(states) != len(self.layers):
+            raise ValueError(f"Stacked: {len(self.layers)} layers but {len(states)} initial states")
+        finals = []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.training and self.dropout > 0.0:
+                keep = default_rng().random(x.shape) >= self.dropout
+                x = x * (keep / (1.0 - self.dropout)).astype(x.dtype)
+            unroll = layer if isinstance(layer, Recurrent | Bidirectional) else Recurrent(layer)
+            state = None if states is None else states[i]
+            x, final = unroll(x, state=state, lengths=lengths)
+            finals.append(final)
+        return x, finals
