@@ -1,0 +1,260 @@
+"""The command line: `train`, `sample`, `eval` end to end, and every kind of bad input.
+
+Each bad input must give exactly one `error:` line on stderr, a non-zero exit status, no
+traceback, and leave an existing checkpoint byte-for-byte as it was.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+
+import numpy as np
+import pytest
+
+from tinygrad_seq.cli import main
+from tinygrad_seq.lm import load_checkpoint
+
+CORPUS = "\n".join(
+    "aardonyx abelisaurus achelousaurus achillobator acrocanthosaurus aegyptosaurus afrovenator "
+    "agilisaurus alamosaurus albertaceratops albertosaurus alectrosaurus alioramus allosaurus "
+    "alvarezsaurus amargasaurus ammosaurus ampelosaurus amygdalodon anchiceratops anchisaurus "
+    "ankylosaurus anserimimus antarctosaurus apatosaurus aragosaurus aralosaurus archaeoceratops "
+    "archaeopteryx argentinosaurus".split()
+)
+TINY = ["--hidden", "8", "--steps", "6", "--batch-size", "4", "--samples", "2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A corpus and a checkpoint trained on it (tiny: a second or so)."""
+    folder = tmp_path_factory.mktemp("run")
+    corpus = folder / "names.txt"
+    corpus.write_text(CORPUS + "\n")
+    model = folder / "names.npz"
+    assert main(["train", str(corpus), *TINY, "--out", str(model)]) == 0
+    return corpus, model
+
+
+def run(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ================================================================ end to end
+
+
+def test_train_sample_eval_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "names.txt"
+    corpus.write_text(CORPUS + "\n")
+    code, out, err = run(capsys, ["train", "names.txt", *TINY, "--cell", "gru", "--seed", "3"])
+    assert code == 0, err
+    assert (tmp_path / "names.npz").exists()  # the default --out: CORPUS's name with .npz
+    assert re.search(r"held-out perplexity", out)
+    rows = dict(re.findall(r"^\s+(\w+) \(.*?\)\s+([\d.]+)$", out, re.M))
+    assert set(rows) == {"gru", "trigram", "bigram"}
+    assert "step 6/6" in err  # stderr is not a terminal here: plain progress lines, no bar
+    samples = out.split("samples")[1].splitlines()[1:3]
+    assert len(samples) == 2 and all(s.startswith("  ") for s in samples)
+
+    code, first, _ = run(capsys, ["sample", "names.npz", "--n", "4", "--seed", "7"])
+    assert code == 0 and len(first.splitlines()) == 4
+    code, again, _ = run(capsys, ["sample", "names.npz", "--n", "4", "--seed", "7"])
+    assert again == first
+    code, out, _ = run(capsys, ["sample", "names.npz", "--n", "3", "--prefix", "ab",
+                                "--top-k", "1", "--max-len", "5"])  # fmt: skip
+    lines = out.splitlines()
+    assert code == 0 and len(set(lines)) == 1 and lines[0].startswith("ab") and len(lines[0]) <= 7
+
+    code, out, _ = run(capsys, ["eval", "names.npz", "names.txt"])
+    ppl = float(re.match(r"perplexity ([\d.]+) per token", out).group(1))
+    assert code == 0 and 1.0 < ppl < 40.0
+
+
+def test_train_without_arguments_uses_the_bundled_corpus(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, ["train", "--hidden", "8", "--steps", "3", "--samples", "0"])
+    assert code == 0, err
+    assert "bundled dinosaur names: 1,171 training and 130 held-out" in out
+    assert load_checkpoint(tmp_path / "dinosaurs.npz").step == 3
+
+
+def test_resume_on_the_command_line(trained, tmp_path, capsys):
+    corpus, model = trained
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(model.read_bytes())
+    code, out, err = run(capsys, ["train", str(corpus), "--out", str(copy), "--resume",
+                                  "--steps", "9", "--samples", "0"])  # fmt: skip
+    assert code == 0, err
+    assert "resuming at step 6 of 9" in out
+    assert load_checkpoint(copy).step == 9
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval"])
+def test_help_shows_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and f"usage: tinygrad-seq {command}" in out
+    if command != "eval":  # eval has no options, so no defaults to show
+        assert "(default:" in out
+    if command == "train":
+        assert "dinosaurs.npz" in out and "(default: lstm)" in out
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--cell", "transformer"])
+    assert exit_info.value.code == 2
+
+
+# ================================================================ bad input
+
+
+def expect_error(capsys, argv, pattern, guarded=None):
+    before = guarded.read_bytes() if guarded is not None else None
+    code, out, err = run(capsys, argv)
+    lines = err.strip().splitlines()
+    assert code == 1, (out, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]
+    if guarded is not None:
+        assert guarded.read_bytes() == before
+
+
+def guarded_copy(trained, tmp_path):
+    """A copy of a good checkpoint that a failing `train --out` must leave untouched."""
+    copy = tmp_path / "keep.npz"
+    copy.write_bytes(trained[1].read_bytes())
+    return copy
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (None, "does not exist"),
+        (b"", "empty"),
+        (b"  \n\n \n", "empty"),
+        (b"abc\x00\x01\x02\xff", "binary"),
+        (b"caf\xe9\nna\xefve\n", "not UTF-8"),
+        (b"abc\ndef\nghi\n", "too small.*batch-size"),
+    ],
+    ids=["missing", "empty", "blank", "binary", "latin-1", "smaller-than-a-batch"],
+)
+def test_bad_corpus(trained, tmp_path, capsys, content, pattern):
+    corpus = tmp_path / "corpus.txt"
+    if content is not None:
+        corpus.write_bytes(content)
+    keep = guarded_copy(trained, tmp_path)
+    expect_error(capsys, ["train", str(corpus), *TINY, "--out", str(keep)], pattern, keep)
+    if content is not None and "small" not in pattern:  # eval needs no batches
+        expect_error(capsys, ["eval", str(trained[1]), str(corpus)], pattern)
+
+
+def _corrupt(path, good):
+    data = bytearray(good.read_bytes())
+    for i in range(200, len(data), 97):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _truncated(path, good):
+    path.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+
+
+def _foreign(path, good):
+    np.savez(path, weights=np.ones((3, 3)), labels=np.arange(3))
+
+
+def _pickled(path, good):
+    np.savez(path, format=np.array("tinygrad_seq.lm"), config=np.array([{"a": 1}], dtype=object))
+
+
+def _not_npz(path, good):
+    path.write_text("hello, I am a text file\n")
+
+
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (_corrupt, "not a readable .npz|not an .npz|damaged"),
+        (_truncated, "not a readable .npz|not an .npz"),
+        (_foreign, "not a tinygrad-seq language-model checkpoint"),
+        (_pickled, "pickle"),
+        (_not_npz, "not a readable .npz|not an .npz"),
+    ],
+    ids=["corrupted", "truncated", "another-program", "pickled", "text"],
+)
+@pytest.mark.parametrize("command", ["sample", "eval", "resume"])
+def test_bad_checkpoint(trained, tmp_path, capsys, make, pattern, command):
+    corpus, good = trained
+    bad = tmp_path / "bad.npz"
+    make(bad, good)
+    argv = {
+        "sample": ["sample", str(bad), "--n", "2"],
+        "eval": ["eval", str(bad), str(corpus)],
+        "resume": ["train", str(corpus), "--out", str(bad), "--resume"],
+    }[command]
+    expect_error(capsys, argv, pattern, bad)
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    expect_error(capsys, ["sample", str(tmp_path / "nope.npz")], "does not exist")
+    expect_error(capsys, ["train", "--resume", "--out", str(tmp_path / "nope.npz")],
+                 "no checkpoint")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options, pattern",
+    [
+        (["--temperature", "0"], "temperature must be > 0"),
+        (["--temperature", "-0.5"], "temperature must be > 0"),
+        (["--top-k", "0"], "top_k must be a positive integer"),
+        (["--max-len", "-1"], "max_len"),
+    ],
+)
+def test_bad_sampling_options(trained, capsys, options, pattern):
+    expect_error(capsys, ["sample", str(trained[1]), *options], pattern, trained[1])
+
+
+def test_unwritable_out_is_refused_before_training(trained, tmp_path, capsys):
+    corpus, _ = trained
+    expect_error(capsys, ["train", str(corpus), *TINY, "--out", str(tmp_path / "no" / "m.npz")],
+                 "does not exist")  # fmt: skip
+    expect_error(capsys, ["train", str(corpus), *TINY, "--out", str(tmp_path)], "directory")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    expect_error(capsys, ["train", str(corpus), *TINY, "--out", str(blocker / "m.npz")],
+                 "does not exist")  # fmt: skip
+
+
+def test_bad_training_settings_leave_the_checkpoint_alone(trained, tmp_path, capsys):
+    corpus, _ = trained
+    keep = guarded_copy(trained, tmp_path)
+    for options, pattern in [
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--lr", "-1"], "--lr must be a positive"),
+        (["--heldout", "1.5"], "--heldout"),
+        (["--resume", "--hidden", "16"], "--hidden 16 .*checkpoint has 8"),
+    ]:
+        expect_error(capsys, ["train", str(corpus), *TINY, *options, "--out", str(keep)],
+                     pattern, keep)  # fmt: skip
+
+
+def test_resume_refuses_a_changed_corpus(trained, tmp_path, capsys):
+    keep = guarded_copy(trained, tmp_path)
+    other = tmp_path / "other.txt"
+    other.write_text(CORPUS.replace("a", "o") + "\n")
+    expect_error(capsys, ["train", str(other), "--resume", "--out", str(keep)],
+                 "differs from the one", keep)  # fmt: skip
+
+
+def test_checkpoint_holds_no_pickle(trained):
+    with zipfile.ZipFile(trained[1]) as archive:
+        names = archive.namelist()
+    assert {"format.npy", "config.npy", "vocab.npy", "step.npy"} <= set(names)
+    with np.load(trained[1], allow_pickle=False) as arrays:  # would raise on any object array
+        assert all(arrays[k].dtype != object for k in arrays.files)
