@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance")
     p.set_defaults(run=cmd_gradcheck)
     _add_lm_commands(sub)
+    from .vanishing import add_command as add_vanishing
+
+    add_vanishing(sub)
     return parser
 
 

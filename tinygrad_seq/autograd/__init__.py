@@ -4,9 +4,10 @@
 Every op is a `Function` subclass (see `ops.py`), the same extension point users get.
 """
 
-from . import kernels, memory
+from . import graph, kernels, memory
 from .anomaly import AnomalyError, detect_anomaly
 from .gradcheck import GradcheckError, gradcheck, numerical_grad
+from .graph import count_ops, leaves, nodes, render, to_dot
 from .ops import concat, stack, where
 from .tensor import Function, Tensor, is_grad_enabled, no_grad, unbroadcast
 
@@ -16,14 +17,20 @@ __all__ = [
     "GradcheckError",
     "Tensor",
     "concat",
+    "count_ops",
     "detect_anomaly",
     "gradcheck",
+    "graph",
     "is_grad_enabled",
     "kernels",
+    "leaves",
     "memory",
     "no_grad",
+    "nodes",
     "numerical_grad",
+    "render",
     "stack",
+    "to_dot",
     "unbroadcast",
     "where",
 ]
