@@ -8,7 +8,7 @@ from . import graph, kernels, memory
 from .anomaly import AnomalyError, detect_anomaly
 from .gradcheck import GradcheckError, gradcheck, numerical_grad
 from .graph import count_ops, leaves, nodes, render, to_dot
-from .ops import concat, stack, where
+from .ops import concat, stack, unstack, where
 from .tensor import Function, Tensor, is_grad_enabled, no_grad, unbroadcast
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "stack",
     "to_dot",
     "unbroadcast",
+    "unstack",
     "where",
 ]

@@ -328,6 +328,21 @@ class Stack(Function):
         return tuple(np.moveaxis(grad, self.axis, 0))
 
 
+class Unstack(Function):
+    """(z₁, …, z_n) = the slices of x along `axis` (views);  ∂L/∂x stacks the gᵢ back.
+
+    One node for all n slices: slicing step by step with `x[:, t]` would scatter a full-size
+    gradient per step in backward (quadratic in the sequence length).
+    """
+
+    def forward(self, x, axis: int = 0):
+        self.axis = axis
+        return tuple(np.moveaxis(x, axis, 0))
+
+    def backward(self, grads):
+        return np.stack(grads, axis=self.axis)
+
+
 class Where(Function):
     """z = a where cond else b;  ∂L/∂a = g · cond, ∂L/∂b = g · ¬cond."""
 
@@ -373,6 +388,11 @@ def stack(tensors: list[Tensor] | tuple[Tensor, ...], axis: int = 0) -> Tensor:
     if len(shapes) != 1:
         raise ValueError(f"stack needs tensors of one shape, got {sorted(shapes)}")
     return Stack.apply(*tensors, axis=axis)
+
+
+def unstack(x: Tensor, axis: int = 0) -> tuple[Tensor, ...]:
+    """The slices of `x` along `axis`, as one graph node (the inverse of `stack`)."""
+    return Unstack.apply(x, axis=axis)
 
 
 def where(cond: Any, a: Any, b: Any) -> Tensor:

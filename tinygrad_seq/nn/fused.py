@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Function, Tensor, concat, kernels
+from ..autograd import Function, Tensor, concat, kernels, unstack
 from ..autograd.tensor import DeferredMatmulGrad
 from .gru import GRUCell
 from .lstm import LSTMCell
@@ -52,16 +52,6 @@ def fused_steps(cell: Any, x: Tensor, state: Any) -> Step | None:
 
 
 # ================================================================ the step ops
-
-
-class Unstack(Function):
-    """x (T, B, k) → the T tensors x[t] (B, k);  backward stacks their gradients."""
-
-    def forward(self, x):
-        return tuple(x[t] for t in range(x.shape[0]))
-
-    def backward(self, grads):
-        return np.stack(grads)
 
 
 class LSTMStep(Function):
@@ -143,7 +133,7 @@ def _project(x: Tensor, W: Tensor, b: Tensor, n_a: int) -> tuple[Tensor, tuple[T
     W_a, W_x = W[:, :n_a], W[:, n_a:]
     x_tb = x.transpose(1, 0, 2).reshape(T * B, n_x)
     xz = (x_tb @ W_x.T + b).reshape(T, B, -1)
-    return W_a, Unstack.apply(xz)
+    return W_a, unstack(xz)
 
 
 def _contiguous_T(W: Tensor) -> np.ndarray:

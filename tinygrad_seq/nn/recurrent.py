@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Tensor, concat, stack, where
+from ..autograd import Tensor, concat, stack, unstack, where
 from ..random import default_rng
 from .cell import State, state_output
+from .fused import fused_steps
 from .module import Module
 
 __all__ = ["Bidirectional", "Recurrent", "Stacked", "detach_state", "map_state", "state_output"]
@@ -119,8 +120,13 @@ class Recurrent(Module):
         return stack(outputs, axis=1), state
 
     def _steps(self, x: Tensor, state: Any) -> Callable[[int, Any], Any]:
-        """`step(t, state) = cell(x<t>, state)`: the one place a faster, equal step could go."""
-        return lambda t, state: self.cell(x[:, t], state)
+        """`step(t, state) = cell(x<t>, state)`: a fused step for the built-in cells (see
+        `nn.fused`, held to the cells by the tests), the cell itself for any other."""
+        fused = fused_steps(self.cell, x, state)
+        if fused is not None:
+            return fused
+        xs = unstack(x, axis=1)  # one node for all x<t>, not a slice node per step
+        return lambda t, state: self.cell(xs[t], state)
 
 
 class Bidirectional(Module):
