@@ -25,6 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
+RUNNABLE = [*PAGES, ROOT / "README.md"]  # the README's examples must run too
 
 
 @dataclass
@@ -73,7 +74,7 @@ def check_excerpt(page: Path, block: Block) -> None:
         )
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+@pytest.mark.parametrize("page", RUNNABLE, ids=[p.name for p in RUNNABLE])
 def test_page_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # pages may write files (graphs, checkpoints)
     namespace: dict = {"__name__": f"docs_{page.stem}"}
