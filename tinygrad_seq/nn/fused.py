@@ -58,8 +58,8 @@ class LSTMStep(Function):
     """z = xz<t> + a<t-1> W_aᵀ; Γ_{u,f,o} = σ(z + p c<t-1>), c̃ = tanh(z_c),
     c<t> = Γ_u c̃<t> + Γ_f c<t-1>, a<t> = Γ_o tanh(c<t>)  →  (a<t>, c<t>)."""
 
-    def forward(self, xz, a_prev, c_prev, W_a, peep, *, W_aT):
-        self.a_prev, self.c_prev, self.W_a, self.peep = a_prev, c_prev, W_a, peep
+    def forward(self, xz, a_prev, c_prev, W_a, peep, *, W_aT, W_a_c):
+        self.a_prev, self.c_prev, self.W_a, self.peep = a_prev, c_prev, W_a_c, peep
         a, c, self.gates, self.tc = kernels.lstm_gates(xz, a_prev @ W_aT, c_prev, peep)
         return a, c
 
@@ -82,11 +82,11 @@ class GRUStep(Function):
     """h = a<t-1> W_aᵀ + [0, 0, b_cc]; Γ_u = σ(xz_u + h_u), Γ_r = σ(xz_r + h_r),
     c̃ = tanh(xz_c + Γ_r h_c), c<t> = Γ_u c̃ + (1 − Γ_u) c<t-1>  (reset after, a<t> = c<t>)."""
 
-    def forward(self, xz, c_prev, W_a, b_cc, *, W_aT):
+    def forward(self, xz, c_prev, W_a, b_cc, *, W_aT, W_a_c):
         n = c_prev.shape[1]
         h = c_prev @ W_aT
         h[:, 2 * n :] += b_cc
-        self.c_prev, self.W_a, self.h = c_prev, W_a, h
+        self.c_prev, self.W_a, self.h = c_prev, W_a_c, h
         c, self.gates = kernels.gru_gates(xz, h, c_prev)
         return c
 
@@ -107,8 +107,8 @@ class GRUStep(Function):
 class RNNStep(Function):
     """a<t> = g(xz<t> + a<t-1> W_aaᵀ) with g = tanh or relu."""
 
-    def forward(self, xz, a_prev, W_aa, *, W_aaT, relu):
-        self.a_prev, self.W_aa, self.relu = a_prev, W_aa, relu
+    def forward(self, xz, a_prev, W_aa, *, W_aaT, W_aa_c, relu):
+        self.a_prev, self.W_aa, self.relu = a_prev, W_aa_c, relu
         z = a_prev @ W_aaT
         z += xz
         self.a = np.maximum(z, 0) if relu else kernels.tanh(z)
@@ -136,15 +136,17 @@ def _project(x: Tensor, W: Tensor, b: Tensor, n_a: int) -> tuple[Tensor, tuple[T
     return W_a, unstack(xz)
 
 
-def _contiguous_T(W: Tensor) -> np.ndarray:
-    return np.ascontiguousarray(W.data.T)
+def _contiguous(W: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous copies of Wᵀ (forward) and W (backward): OpenBLAS runs these small products
+    on strided views of the stacked matrix up to several times slower."""
+    return np.ascontiguousarray(W.data.T), np.ascontiguousarray(W.data)
 
 
 def _lstm_steps(cell: LSTMCell, x: Tensor) -> Step:
     W = concat([cell.W_u, cell.W_f, cell.W_o, cell.W_c], axis=0)
     b = concat([cell.b_u, cell.b_f, cell.b_o, cell.b_c])
     W_a, xz = _project(x, W, b, cell.hidden_size)
-    W_aT = _contiguous_T(W_a)
+    W_aT, W_a_c = _contiguous(W_a)
     if cell.peephole:
         peep: Any = concat([cell.p_u, cell.p_f, cell.p_o]).reshape(3, -1)
     else:
@@ -152,7 +154,7 @@ def _lstm_steps(cell: LSTMCell, x: Tensor) -> Step:
 
     def step(t: int, state: Any) -> tuple[Tensor, Tensor]:
         a_prev, c_prev = state
-        return LSTMStep.apply(xz[t], a_prev, c_prev, W_a, peep, W_aT=W_aT)
+        return LSTMStep.apply(xz[t], a_prev, c_prev, W_a, peep, W_aT=W_aT, W_a_c=W_a_c)
 
     return step
 
@@ -163,10 +165,10 @@ def _gru_steps(cell: GRUCell, x: Tensor) -> Step | None:
     W = concat([cell.W_u, cell.W_r, cell.W_c], axis=0)
     b = concat([cell.b_u, cell.b_r, cell.b_c])
     W_a, xz = _project(x, W, b, cell.hidden_size)
-    W_aT = _contiguous_T(W_a)
+    W_aT, W_a_c = _contiguous(W_a)
 
     def step(t: int, state: Tensor) -> Tensor:
-        return GRUStep.apply(xz[t], state, W_a, cell.b_cc, W_aT=W_aT)
+        return GRUStep.apply(xz[t], state, W_a, cell.b_cc, W_aT=W_aT, W_a_c=W_a_c)
 
     return step
 
@@ -174,11 +176,11 @@ def _gru_steps(cell: GRUCell, x: Tensor) -> Step | None:
 def _rnn_steps(cell: RNNCell, x: Tensor) -> Step:
     W = concat([cell.W_aa, cell.W_ax], axis=1)
     W_aa, xz = _project(x, W, cell.b_a, cell.hidden_size)
-    W_aaT = _contiguous_T(W_aa)
+    W_aaT, W_aa_c = _contiguous(W_aa)
     relu = cell.nonlinearity == "relu"
 
     def step(t: int, state: Tensor) -> Tensor:
-        return RNNStep.apply(xz[t], state, W_aa, W_aaT=W_aaT, relu=relu)
+        return RNNStep.apply(xz[t], state, W_aa, W_aaT=W_aaT, W_aa_c=W_aa_c, relu=relu)
 
     return step
 
