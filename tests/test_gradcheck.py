@@ -318,3 +318,25 @@ def test_assert_grads_close_raises_a_readable_assertion_error() -> None:
     assert_grads_close(TransposeWithoutTransposingBack.apply, w, atol=10.0)  # tolerances pass
     with pytest.raises(AssertionError, match="direction"):
         assert_grads_close(TransposeWithoutTransposingBack.apply, w, directions=2)
+
+
+def test_failure_names_a_modules_parameter():
+    """A parameter is named by its module (`W_aa`), so the report says which weight is wrong."""
+    from tinygrad_seq.nn import RNNCell
+
+    class WrongTanh(Function):  # forgets the chain rule's (1 − tanh²)
+        def forward(self, x):
+            return np.tanh(x)
+
+        def backward(self, grad):
+            return grad
+
+    cell = RNNCell(2, 3).to(np.float64)
+    params = cell.parameters()
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 2)))
+
+    def fn(*ps):
+        return WrongTanh.apply(x @ cell.W_ax.T + cell.W_aa.sum() + cell.b_a)
+
+    with pytest.raises(GradcheckError, match="'W_ax'"):
+        gradcheck(fn, params)

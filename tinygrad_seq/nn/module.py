@@ -60,7 +60,11 @@ class Module:
                         yield f"{name}.{i}", item
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """`(dotted_name, Parameter)` pairs in a stable order; a shared parameter appears once."""
+        """`(dotted_name, Parameter)` pairs in a stable order; a shared parameter appears once.
+
+        A parameter without a `name` takes its dotted name here (without `prefix`), so
+        gradient-check failures and graph pictures can say `W_u` rather than "input 3".
+        """
         seen: set[int] = set()
         stack: list[tuple[str, Any]] = [(prefix, self)]
         while stack:
@@ -74,6 +78,8 @@ class Module:
                 if isinstance(value, Parameter):
                     if id(value) not in seen:
                         seen.add(id(value))
+                        if value.name is None and not prefix:
+                            value.name = full
                         yield full, value
                 else:
                     pending.append((full, value))
