@@ -258,3 +258,11 @@ def test_checkpoint_holds_no_pickle(trained):
     assert {"format.npy", "config.npy", "vocab.npy", "step.npy"} <= set(names)
     with np.load(trained[1], allow_pickle=False) as arrays:  # would raise on any object array
         assert all(arrays[k].dtype != object for k in arrays.files)
+
+
+@pytest.mark.parametrize("command", [["sample", "model.npz"], ["train"], ["vanishing"]])
+def test_negative_seed_is_a_usage_error(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "--seed" in capsys.readouterr().err

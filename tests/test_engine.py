@@ -529,3 +529,19 @@ def test_engine_reduces_a_user_function_gradient_to_the_input_shape() -> None:
     AddBias.apply(x, b).backward(g)
     np.testing.assert_array_equal(b.grad, g.sum(axis=0))
     np.testing.assert_array_equal(x.grad, g)
+
+
+def test_np_array_of_a_tensor_is_a_snapshot():
+    t = Tensor([1.0, 2.0])
+    snapshot = np.array(t)  # NumPy 2 asks for a copy here
+    t.data += 1  # an optimiser step updates data in place
+    np.testing.assert_array_equal(snapshot, [1.0, 2.0])
+    assert np.asarray(t) is t.data  # asarray still shares, as documented for NumPy
+
+
+def test_pow_zero_has_zero_gradient_at_zero():
+    x = Tensor([0.0, 2.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (x**0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])

@@ -194,3 +194,17 @@ def test_environment_variable_selects_the_references_without_numba() -> None:
         "print(kernels.using_reference_kernels(), 'numba' in sys.modules)"
     )
     assert _python(code, TINYGRAD_SEQ_KERNELS="numpy") == "True False"
+
+
+def test_float32_sigmoid_is_accurate_in_relative_terms_in_the_tails():
+    """log σ(x) far in the tails needs relative accuracy (absolute is not enough there)."""
+    x = np.linspace(-80, 0, 4001).astype(np.float32)
+    exact = 1 / (1 + np.exp(-x.astype(np.float64)))
+    for flag in (False, True):
+        use_reference_kernels(flag)
+        try:
+            got = Tensor(x).sigmoid().data
+        finally:
+            use_reference_kernels(False)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, exact, rtol=1e-6)

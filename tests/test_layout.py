@@ -33,7 +33,9 @@ def _internal_imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module and node.module.startswith("tinygrad_seq."):
+            if node.level == 0 and node.module == "tinygrad_seq":  # from tinygrad_seq import nn
+                found.update(alias.name for alias in node.names)
+            elif node.level == 0 and node.module and node.module.startswith("tinygrad_seq."):
                 found.add(node.module.split(".")[1])
             elif node.level > 0:
                 if node.level - 1 < depth:  # stays inside this subpackage

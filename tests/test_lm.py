@@ -482,3 +482,20 @@ def test_sgd_and_clip_by_value_and_gru_train_too(tmp_path):
         "momentum",
         "weight_decay",
     }
+
+
+def test_sampling_accepts_numpy_temperatures():
+    vocab = Vocab.from_text("abc\nabd", level="char")
+    model = tiny(V=len(vocab))
+    a = sample(model, vocab, max_len=5, temperature=np.float32(0.7), seed=3)
+    b = sample(model, vocab, max_len=5, temperature=0.7, seed=3)
+    assert a == b
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, vocab, temperature=np.float32(0.0))
+
+
+def test_literal_special_tokens_in_text_are_unknown_words():
+    vocab = Vocab.from_text("the cat <EOS> sat\nthe <UNK> dog", level="word")
+    assert "<EOS>" not in vocab.tokens[2:] and "<UNK>" not in vocab.tokens[2:]
+    ids = vocab.encode("the <EOS> cat")
+    assert ids == [vocab.encode("the")[0], vocab.unk_id, vocab.encode("cat")[0]]

@@ -373,3 +373,10 @@ def test_missing_checkpoint_and_wrong_model(tmp_path):
     assert_unchanged(net, before)
     with pytest.raises(FileNotFoundError, match="folder"):
         net.save(tmp_path / "no_such_dir" / "m.npz")
+
+
+def test_linear_computes_integer_input_in_its_own_dtype():
+    layer = Linear(3, 2)
+    out = layer(np.ones((2, 3), np.int64))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.data, layer(np.ones((2, 3), np.float32)).data)

@@ -139,7 +139,9 @@ def reshape_args(draw: st.DrawFn) -> tuple[Tensor, tuple[int, ...]]:
 @st.composite
 def transpose_args(draw: st.DrawFn) -> tuple[Tensor, tuple[int, ...]]:
     x = draw(tensors(shape=shapes()))
-    return x, tuple(draw(st.permutations(range(x.ndim))))
+    axes = draw(st.permutations(range(x.ndim)))
+    # negative spellings of the same axes (−1 is the last) must transpose back the same way
+    return x, tuple(a - x.ndim if draw(st.booleans()) else a for a in axes)
 
 
 @st.composite

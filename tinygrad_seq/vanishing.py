@@ -373,6 +373,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:
     """Add `vanishing` to the `tinygrad-seq` subcommands."""
     p = sub.add_parser(
@@ -390,7 +397,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", type=_csv(float), default="0.5,1,2", help="recurrent weight scales")
     p.add_argument("--hidden", type=_positive, default=32, help="hidden size n_a")
     p.add_argument("--batch", type=_positive, default=4, help="batch size B")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=_non_negative, default=0, help="random seed")
     p.add_argument(
         "--explode-scale", type=float, default=4.0, help="recurrent scale of the exploding case"
     )

@@ -72,6 +72,8 @@ class Pow(Function):
         return x**exponent
 
     def backward(self, grad):
+        if self.p == 0:  # d/dx x⁰ = 0 everywhere, x = 0 included (not 0 · 0⁻¹ = nan)
+            return np.zeros_like(grad)
         return grad * self.p * self.x ** (self.p - 1)
 
 
@@ -277,7 +279,7 @@ class Transpose(Function):
     """z = x with axes permuted;  ∂L/∂x = g with the inverse permutation."""
 
     def forward(self, x, axes=None):
-        self.axes = axes
+        self.axes = None if axes is None else [a % x.ndim for a in axes]  # (-1, 0) → (n−1, 0)
         return np.transpose(x, axes)
 
     def backward(self, grad):

@@ -123,7 +123,9 @@ class Tensor:
         return self.data.item()
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        return self.data if dtype is None else self.data.astype(dtype)
+        if copy:  # np.array(t) asks for a copy: a snapshot must not follow in-place updates
+            return np.array(self.data, dtype=dtype, copy=True)
+        return self.data if dtype is None else self.data.astype(dtype, copy=False)
 
     def __len__(self) -> int:
         return len(self.data)

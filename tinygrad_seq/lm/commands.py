@@ -28,6 +28,14 @@ class _Store(argparse.Action):
         namespace.explicit = {*getattr(namespace, "explicit", set()), self.dest}
 
 
+def seed_type(text: str) -> int:
+    """argparse type: a seed is a non-negative integer (NumPy's rule), else a usage error."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be a non-negative integer, got {value}")
+    return value
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add `train`, `sample` and `eval` to the `tinygrad-seq` parser."""
     from .train import TrainConfig
@@ -55,6 +63,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="UTF-8 text file, one sequence per line (default: the bundled 1,301 dinosaur names)",
     )
     n, x = {"type": int, "metavar": "N"}, {"type": float, "metavar": "X"}
+    seed = {"type": seed_type, "metavar": "N"}
     options = [
         ("--level", {"choices": ["char", "word"]}, "tokens: characters, or words split at spaces"),
         ("--min-freq", n, "rarer tokens become <UNK> (default: 1 for char, 2 for word level)"),
@@ -71,7 +80,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ("--lr", x, "learning rate"),
         ("--clip", x, "gradient clipping threshold"),
         ("--clip-mode", {"choices": ["norm", "value"]}, "clip the global norm, or each element"),
-        ("--seed", n, "seed of initialisation, held-out split, batch order, dropout, samples"),
+        ("--seed", seed, "seed of initialisation, held-out split, batch order, dropout, samples"),
         ("--heldout", x, "fraction of lines held out for the perplexity report"),
         ("--checkpoint-every", n, "steps between checkpoints"),
         ("--samples", n, "samples printed at the end"),
@@ -101,7 +110,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="softmax temperature (> 0; lower is more conservative)")  # fmt: skip
     p.add_argument("--top-k", type=int, default=None, metavar="N",
                    help="draw only from the N most likely tokens (1 = greedy)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=seed_type, default=None, metavar="N",
                    help="seed for reproducible samples (default: fresh randomness)")  # fmt: skip
     p.add_argument("--prefix", default="", metavar="TEXT", help="text every sample starts with")
     p.set_defaults(run=run_sample)

@@ -88,7 +88,11 @@ def draw(
 
 def check_sampling_args(max_len: Any, temperature: Any, top_k: Any) -> None:
     """`ValueError` for a temperature that is not > 0, `top_k < 1` or a negative `max_len`."""
-    if not (isinstance(temperature, int | float) and math.isfinite(temperature)):
+    try:
+        temperature = float(temperature)  # Python and NumPy numbers, 0-d arrays
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a finite number, got {temperature!r}") from None
+    if not math.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number, got {temperature!r}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature} (use top_k=1 for greedy)")

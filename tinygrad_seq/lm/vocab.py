@@ -52,7 +52,8 @@ class Vocab:
             raise ValueError(f"Vocab: invalid {level}-level tokens {bad[:5]}")
         self.level = level
         self.tokens: list[str] = tokens
-        self._ids = {t: i for i, t in enumerate(tokens)}
+        # the specials are ids, never text: a literal "<EOS>" in a corpus is an unknown word
+        self._ids = {t: i for i, t in enumerate(tokens) if i > 1}
 
     @classmethod
     def from_text(cls, text: str, level: str = "char", min_freq: int = 1) -> Vocab:

@@ -36,6 +36,8 @@ class Linear(Module):
 
     def forward(self, x: Any) -> Tensor:
         x = x if isinstance(x, Tensor) else Tensor(x)
+        if x.dtype.kind != "f":  # integer or boolean input (e.g. one-hot) computes in our dtype
+            x = Tensor(x.data.astype(self.weight.dtype))
         if x.shape[-1:] != (self.in_features,):
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}): input of shape {x.shape} "
