@@ -266,3 +266,31 @@ def test_negative_seed_is_a_usage_error(command, capsys):
         main([*command, "--seed", "-1"])
     assert exit_info.value.code == 2
     assert "--seed" in capsys.readouterr().err
+
+
+def test_gradcheck_command_prints_a_passing_row_per_builtin_cell(capsys):
+    assert main(["gradcheck"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    cells = [" ".join(r[:-4]) for r in rows if r[0].startswith("Recurrent(")]
+    assert len(cells) == 7  # rnn tanh/relu, gru full/simplified/reset_after, lstm ±peephole
+    for row in rows:
+        assert row[-1] == "pass" and float(row[-3]) < 1e-6  # max |analytic − numerical|
+
+
+def test_gradcheck_command_fails_on_a_wrong_gradient(capsys, monkeypatch):
+    import tinygrad_seq.cli as cli
+    from tinygrad_seq import Function, Tensor
+
+    class ForgetsChainRule(Function):
+        def forward(self, x):
+            return np.tanh(x)
+
+        def backward(self, grad):
+            return grad
+
+    x = Tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True)
+    monkeypatch.setattr(
+        cli, "_gradcheck_cases", lambda: [("wrong", lambda: (ForgetsChainRule.apply, [x]))]
+    )
+    assert main(["gradcheck"]) == 1
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "FAIL"

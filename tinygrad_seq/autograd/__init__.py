@@ -6,7 +6,7 @@ Every op is a `Function` subclass (see `ops.py`), the same extension point users
 
 from . import graph, kernels, memory
 from .anomaly import AnomalyError, detect_anomaly
-from .gradcheck import GradcheckError, gradcheck, numerical_grad
+from .gradcheck import GradcheckError, gradcheck, gradient_pairs, numerical_grad
 from .graph import count_ops, leaves, nodes, render, to_dot
 from .ops import concat, stack, unstack, where
 from .tensor import Function, Tensor, is_grad_enabled, no_grad, unbroadcast
@@ -20,6 +20,7 @@ __all__ = [
     "count_ops",
     "detect_anomaly",
     "gradcheck",
+    "gradient_pairs",
     "graph",
     "is_grad_enabled",
     "kernels",

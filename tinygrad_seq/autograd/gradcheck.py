@@ -107,6 +107,40 @@ def numerical_grad(
         return _differences(fn, tensors, None, eps)
 
 
+def _reverse_mode(
+    fn: Callable[..., Any], tensors: list[Any], rng: np.random.Generator
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """∂⟨v, fn⟩/∂x for every input by one backward pass, with v a random upstream gradient."""
+    out = fn(*tensors)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+    v = rng.standard_normal(out.shape)
+    if out.requires_grad:
+        out.backward(v)
+    analytic = [
+        np.zeros(t.shape) if t.grad is None else np.asarray(t.grad, np.float64) for t in tensors
+    ]
+    return analytic, v
+
+
+def gradient_pairs(
+    fn: Callable[..., Any], inputs: Sequence[Any], eps: float = 1e-6, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """(reverse-mode, finite-difference) gradients of ⟨v, fn(*inputs)⟩ in float64, v random.
+
+    One pair per input that requires grad, `None` for the others: what `gradcheck` compares,
+    for callers that want the errors themselves (`tinygrad-seq gradcheck` prints them).
+    """
+    tensors = _as_tensors(inputs)
+    with _Float64(tensors):
+        analytic, v = _reverse_mode(fn, tensors, np.random.default_rng(seed))
+        numeric = _differences(fn, tensors, v, eps, only_grad=True)
+    return [
+        (a, n) if t.requires_grad else None
+        for t, a, n in zip(tensors, analytic, numeric, strict=True)
+    ]
+
+
 def _label(t: Tensor, i: int) -> str:
     return f"input {i} '{t.name}'" if getattr(t, "name", None) else f"input {i}"
 
@@ -137,21 +171,13 @@ def gradcheck(
     checked = [i for i, t in enumerate(tensors) if t.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input requires grad, so there is nothing to check")
-    rng = np.random.default_rng(seed)
-    with _Float64(tensors):
-        out = fn(*tensors)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
-        v = rng.standard_normal(out.shape)
-        if out.requires_grad:
-            out.backward(v)
-        analytic = [
-            np.zeros(t.shape) if t.grad is None else np.asarray(t.grad, np.float64) for t in tensors
-        ]
-        if directions is None:
-            numeric = _differences(fn, tensors, v, eps, only_grad=True)
-            report = _compare_full(tensors, checked, analytic, numeric, atol, rtol)
-        else:
+    if directions is None:
+        pairs = gradient_pairs(fn, tensors, eps, seed)
+        report = _compare_full(tensors, checked, pairs, atol, rtol)
+    else:
+        rng = np.random.default_rng(seed)
+        with _Float64(tensors):
+            analytic, v = _reverse_mode(fn, tensors, rng)
             report = _compare_directions(
                 fn, tensors, checked, analytic, v, eps, atol, rtol, directions, rng
             )
@@ -170,14 +196,13 @@ def _relative_error(g: np.ndarray, n: np.ndarray) -> float:
 def _compare_full(
     tensors: list[Any],
     checked: list[int],
-    analytic: list[np.ndarray],
-    numeric: list[Any],
+    pairs: list[Any],
     atol: float,
     rtol: float,
 ) -> str | None:
     lines, failed = [], []
     for i in checked:
-        a, n = analytic[i], numeric[i]
+        a, n = pairs[i]
         excess = np.abs(a - n) - (atol + rtol * np.abs(n))
         ok = bool(np.all(excess <= 0))
         lines.append(
