@@ -19,7 +19,11 @@ ALLOWED = {
     "testing": {"autograd"},
     "lm": {"autograd", "nn", "lm", "optim", "random"},
 }
-ENGINE_BUDGET = 700  # lines of code (no blanks, comments or docstrings) in tensor.py + ops.py
+# lines of code (no blanks, comments or docstrings) in the engine: Tensor and the reverse pass,
+# the primitives with their derivatives, and the two namespaces those derivatives run on.
+# Raised from 700 when higher-order gradients and the cell authors' ops came in.
+ENGINE_FILES = ("tensor.py", "ops.py", "backends.py")
+ENGINE_BUDGET = 1000
 
 
 def _top_level(path: Path) -> str:
@@ -87,7 +91,7 @@ def _code_lines(path: Path) -> int:
 
 
 def test_engine_stays_within_its_line_budget(capsys):
-    counts = {name: _code_lines(PACKAGE / "autograd" / name) for name in ("tensor.py", "ops.py")}
+    counts = {name: _code_lines(PACKAGE / "autograd" / name) for name in ENGINE_FILES}
     total = sum(counts.values())
     with capsys.disabled():
         print(f"\nengine size: {counts} = {total} lines of code (budget {ENGINE_BUDGET})")

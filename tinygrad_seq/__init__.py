@@ -7,7 +7,21 @@
 array([2., 4.], dtype=float32)
 """
 
-from .autograd import Function, Tensor, concat, no_grad, stack, where
+from .autograd import (
+    Function,
+    Tensor,
+    concat,
+    maximum,
+    minimum,
+    no_grad,
+    ones,
+    ones_like,
+    stack,
+    where,
+    zeros,
+    zeros_like,
+)
+from .autograd.memory import tune_allocator
 from .random import manual_seed
 
 __version__ = "0.1.0"
@@ -18,7 +32,14 @@ __all__ = [
     "__version__",
     "concat",
     "manual_seed",
+    "maximum",
+    "minimum",
     "no_grad",
+    "ones",
+    "ones_like",
     "stack",
+    "tune_allocator",
     "where",
+    "zeros",
+    "zeros_like",
 ]

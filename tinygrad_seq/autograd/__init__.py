@@ -8,8 +8,19 @@ from . import graph, kernels, memory
 from .anomaly import AnomalyError, detect_anomaly
 from .gradcheck import GradcheckError, gradcheck, gradient_pairs, numerical_grad
 from .graph import count_ops, leaves, nodes, render, to_dot
-from .ops import concat, stack, unstack, where
-from .tensor import Function, Tensor, is_grad_enabled, no_grad, unbroadcast
+from .ops import (
+    concat,
+    maximum,
+    minimum,
+    ones,
+    ones_like,
+    stack,
+    unstack,
+    where,
+    zeros,
+    zeros_like,
+)
+from .tensor import Function, Tensor, grad, is_grad_enabled, no_grad, unbroadcast
 
 __all__ = [
     "AnomalyError",
@@ -19,20 +30,27 @@ __all__ = [
     "concat",
     "count_ops",
     "detect_anomaly",
+    "grad",
     "gradcheck",
     "gradient_pairs",
     "graph",
     "is_grad_enabled",
     "kernels",
     "leaves",
+    "maximum",
     "memory",
+    "minimum",
     "no_grad",
     "nodes",
     "numerical_grad",
+    "ones",
+    "ones_like",
     "render",
     "stack",
     "to_dot",
     "unbroadcast",
     "unstack",
     "where",
+    "zeros",
+    "zeros_like",
 ]

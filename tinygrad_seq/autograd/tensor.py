@@ -48,7 +48,7 @@ def is_grad_enabled() -> bool:
 
 
 def _as_array(data: Any) -> np.ndarray:
-    """SPEC §1 dtype rules: float32/float64 kept, ints kept, Python numbers become float32."""
+    """float32/float64 kept, integers and booleans kept, Python numbers become float32."""
     if isinstance(data, Tensor):
         return data.data
     if isinstance(data, np.ndarray):
@@ -80,7 +80,15 @@ class Tensor:
            [6., 8.]], dtype=float32)
     """
 
-    __slots__ = ("__weakref__", "_ctx", "_index", "data", "grad", "name", "requires_grad")
+    __slots__ = (
+        "__weakref__",
+        "_ctx",
+        "_index",
+        "data",
+        "grad",
+        "name",
+        "requires_grad",
+    )
     __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
@@ -150,31 +158,24 @@ class Tensor:
     def zero_grad(self) -> None:
         self.grad = None
 
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+    def backward(
+        self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False
+    ) -> None:
         """Reverse-mode pass: accumulate ∂self/∂leaf · grad into every leaf's `.grad`.
 
         `grad` may be omitted only for a single-element tensor. The graph's saved buffers are
-        freed as backward goes unless `retain_graph=True`.
+        freed as backward goes unless `retain_graph=True`. With `create_graph=True` the
+        gradients are computed as recorded graph ops (the graph is kept), so that
+        `autograd.grad` can differentiate them again; `.grad` still holds their values.
         """
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() on a tensor that does not require grad (no input needed a gradient)"
             )
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() without a gradient needs a single-element tensor; this one has "
-                    f"shape {self.shape}: pass grad= of that shape"
-                )
-            grad = np.ones_like(self.data)
-        else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad)
-            if grad.shape != self.shape:
-                raise ValueError(
-                    f"backward(grad): grad has shape {grad.shape}, tensor has shape {self.shape}"
-                )
-            grad = grad.astype(self.dtype, copy=False)
-        _backward(self, grad, retain_graph)
+        seed = _seed_grad(self, grad)
+        grads = run_backward([(self, seed)], retain_graph or create_graph, create_graph)
+        for leaf, g in grads:
+            _accumulate(leaf, _values(g))
 
     # ---- operators: each one line, the calculus lives in ops.py ----
     def __add__(self, other: Any) -> Tensor:
@@ -236,9 +237,7 @@ class Tensor:
         return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        axes = range(self.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
-        count = int(np.prod([self.shape[a] for a in axes]))
-        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / max(count, 1))
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / max(_count(self, axis), 1))
 
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         return ops.Max.apply(self, axis=axis, keepdims=keepdims)
@@ -278,15 +277,82 @@ class Tensor:
     def T(self) -> Tensor:
         return self.transpose()
 
+    # ---- for cell authors: compositions unless stability or speed needs a primitive ----
+    def sqrt(self) -> Tensor:
+        """√x;  ∂/∂x = 1 / (2√x)."""
+        return ops.Sqrt.apply(self)
+
+    def abs(self) -> Tensor:
+        """|x|;  ∂/∂x = sign x, 0 at x = 0 (as PyTorch)."""
+        return ops.Abs.apply(self)
+
+    def clip(self, lo: float | None = None, hi: float | None = None) -> Tensor:
+        """min(max(x, lo), hi) (a bound may be `None`);  the gradient passes where lo ≤ x ≤ hi."""
+        return ops.Clip.apply(self, lo=lo, hi=hi)
+
+    def softplus(self) -> Tensor:
+        """log(1 + eˣ), stable for any magnitude;  ∂/∂x = σ(x)."""
+        return ops.Softplus.apply(self)
+
+    def min(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """min x = −max(−x) over `axis` (ties share the gradient evenly, like `max`)."""
+        return -((-self).max(axis=axis, keepdims=keepdims))
+
+    def var(
+        self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False, ddof: int = 0
+    ) -> Tensor:
+        """Σ (x − mean x)² / (N − ddof) over `axis` (ddof = 0: the biased variance)."""
+        d = self - self.mean(axis=axis, keepdims=True)
+        return (d * d).sum(axis=axis, keepdims=keepdims) * _reciprocal(_count(self, axis) - ddof)
+
+    def std(
+        self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False, ddof: int = 0
+    ) -> Tensor:
+        """√var(x) over `axis`."""
+        return self.var(axis=axis, keepdims=keepdims, ddof=ddof).sqrt()
+
+    def logsumexp(self, axis: int = -1, keepdims: bool = False) -> Tensor:
+        """log Σ eˣ along `axis` = m + log Σ e^(x − m) with m = max x held constant (stable)."""
+        top = Tensor(np.max(self.data, axis=axis, keepdims=True))
+        total = (self - top).exp().sum(axis=axis, keepdims=True).log() + top
+        return total if keepdims else total.reshape(np.squeeze(total.data, axis).shape)
+
+    def chunk(self, n: int, axis: int = -1) -> tuple[Tensor, ...]:
+        """`n` parts along `axis`, each ⌈size/n⌉ long but the last, as PyTorch's `chunk`."""
+        size = self.shape[axis]
+        if n < 1:
+            raise ValueError(f"chunk: n must be at least 1, got {n}")
+        step = -(-size // n)
+        offsets = tuple(range(step, size, step))
+        return ops.Split.apply(self, offsets=offsets, axis=axis)
+
+
+def _count(t: Tensor, axis: Any) -> int:
+    """How many elements a reduction over `axis` combines."""
+    if axis is None:
+        return t.size
+    axes = (axis,) if isinstance(axis, int) else axis
+    return int(np.prod([t.shape[a] for a in axes]))
+
+
+def _reciprocal(n: int) -> float:
+    return 1.0 / n if n > 0 else float("inf")  # var with ddof ≥ N: nan or inf, as NumPy
+
 
 class Function:
     """The extension point for a new op, and how every built-in op is defined.
 
     A subclass defines `forward(self, *arrays, **kwargs) -> ndarray` and
-    `backward(self, grad) -> ndarray | tuple` (one gradient per positional input, `None` where
-    none is needed), keeping on `self` what backward needs. `self.needs_input_grad` tells
-    backward which inputs want a gradient. The engine undoes broadcasting: a gradient may
-    have the output's broadcast shape.
+    `backward(self, grad) -> ndarray | tuple`: one gradient per positional input, in order
+    (`None` where none is needed; a bare array when there is one input), each of the input's
+    shape or, for an input that was broadcast, of the output's shape (the engine sums it
+    back). Anything else raises, naming the Function. `self.needs_input_grad` tells backward
+    which inputs want a gradient; keep on `self` what backward needs.
+
+    Such a backward works on arrays, so it is differentiated once: a second derivative that
+    needs it raises, naming the Function. Define instead `vjp(self, m, g, *inputs, out)` with
+    operators and the functions of `m` (see `backends.py`), and the same code serves first
+    order (arrays) and higher orders (Tensors), as for every built-in op.
 
     >>> import numpy as np
     >>> class Cube(Function):
@@ -309,8 +375,14 @@ class Function:
     def forward(self, *arrays: Any, **kwargs: Any) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
-    def backward(self, grad: np.ndarray) -> Any:
-        raise NotImplementedError(f"{type(self).__name__}.backward")
+    def backward(self, grad: Any) -> Any:
+        """The first-order backward: the `vjp` on the arrays forward saw."""
+        if type(self).vjp is Function.vjp:
+            raise NotImplementedError(f"{type(self).__name__} defines neither backward nor vjp")
+        return self.vjp(ARRAYS, grad, *self.arrays, self.out)
+
+    def vjp(self, m: Any, g: Any, *inputs_and_out: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.vjp")
 
     @classmethod
     def apply(cls, *inputs: Any, **kwargs: Any) -> Any:
@@ -318,6 +390,8 @@ class Function:
 
         Returns a Tensor, or a tuple of Tensors when `forward` returns a tuple of arrays (then
         `backward` receives a tuple of output gradients, zeros for outputs that got none).
+        A recorded node keeps `parents`, `arrays` (what forward saw), `out` and `kwargs`, and
+        makes its Tensor inputs' arrays read-only until backward has used them.
         """
         fn = cls()
         arrays = []
@@ -337,15 +411,20 @@ class Function:
             fn.parents = inputs
             fn.needs_input_grad = tuple(needs)
             fn.seq = next(_sequence)
+            fn.arrays, fn.out, fn.kwargs = arrays, result, kwargs
+            _protect(fn, inputs)
             if anomaly.enabled:
                 anomaly.on_forward(fn, result)
         if type(result) is tuple:
             fn.n_outputs = len(result)
             fn.tuple_output = True
-            fn.output_meta = tuple((np.shape(r), np.result_type(r)) for r in result)
             return tuple(_output(r, fn if record else None, i) for i, r in enumerate(result))
-        fn.n_outputs = 1
         return _output(result, fn if record else None, 0)
+
+    def __del__(self) -> None:  # a graph dropped without backward gives its leaves back
+        held = self.__dict__.get("held")
+        if held and _release is not None:
+            _release(held)
 
 
 def _output(data: Any, fn: Function | None, index: int) -> Tensor:
@@ -363,50 +442,6 @@ _sequence = itertools.count(1)  # creation order of nodes: a topological order o
 _PLAIN_CONSTANTS = frozenset({float, int, np.ndarray, np.float32, np.float64})
 
 
-class DeferredMatmulGrad:
-    """A weight gradient `leftᵀ @ right` that the engine sums over a whole backward pass.
-
-    An op whose weight is used at every time step can return this instead of computing its
-    per-step GEMM; the engine stacks every (left, right) pair a leaf receives and computes
-    one GEMM at the end of backward (K = T·B instead of T GEMMs with K = B).
-    """
-
-    __slots__ = ("left", "right", "shape")
-
-    def __init__(self, left: np.ndarray, right: np.ndarray) -> None:
-        self.left, self.right = left, right
-        self.shape = (left.shape[-1], right.shape[-1])
-
-    def materialize(self) -> np.ndarray:
-        return self.left.T @ self.right
-
-
-class _GradSum:
-    """Gradients arriving at one tensor: a dense sum plus deferred (left, right) GEMM pairs."""
-
-    __slots__ = ("dense", "lefts", "rights")
-
-    def __init__(self, g: Any) -> None:
-        self.dense: np.ndarray | None = None
-        self.lefts: list[np.ndarray] = []
-        self.rights: list[np.ndarray] = []
-        self.add(g)
-
-    def add(self, g: Any) -> None:
-        if type(g) is DeferredMatmulGrad:
-            self.lefts.append(g.left)
-            self.rights.append(g.right)
-        else:
-            self.dense = g if self.dense is None else self.dense + g
-
-    def total(self) -> np.ndarray:
-        """Dense part + (stacked lefts)ᵀ @ (stacked rights): one GEMM for every deferred pair."""
-        if not self.lefts:
-            return self.dense
-        product = _stack_rows(self.lefts).T @ _stack_rows(self.rights)
-        return product if self.dense is None else self.dense + product
-
-
 def _constant(x: Any, op: type) -> Any:
     """A non-Tensor input: Python and NumPy numbers pass through (weak dtype), arrays stay."""
     if isinstance(x, np.ndarray | float | int | np.generic):
@@ -419,6 +454,117 @@ def _constant(x: Any, op: type) -> Any:
         f"{op.__name__}: cannot apply to an object of type {type(x).__name__}; "
         "expected a Tensor, a NumPy array or a number"
     )
+
+
+# ================================================================ saved arrays are read-only
+
+
+def _protect(fn: Function, inputs: tuple[Any, ...]) -> None:
+    """Make the Tensor inputs' arrays read-only: an in-place write before backward would
+    otherwise make backward mix old and new values. A leaf's array (a parameter, an input
+    batch) is writable again once no live node holds it: after backward, or when the graph
+    is dropped. `_LOCKS` counts the live nodes holding each such array."""
+    held = None
+    for x in inputs:
+        if isinstance(x, Tensor):
+            data = x.data
+            if x._ctx is not None:
+                if data.flags.writeable:
+                    data.flags.writeable = False
+                continue
+            lock = _LOCKS.get(id(data))
+            if lock is not None:
+                lock[1] += 1
+            elif data.flags.writeable:
+                data.flags.writeable = False
+                _LOCKS[id(data)] = [data, 1]
+            else:
+                continue  # read-only already, and not by us: nothing to give back
+            held = [data] if held is None else [*held, data]
+    if held:
+        fn.held = held
+
+
+_LOCKS: dict[int, list[Any]] = {}  # id(array) -> [array, number of live nodes holding it]
+
+
+def _release(arrays: list[np.ndarray]) -> None:
+    for data in arrays:
+        lock = _LOCKS[id(data)]
+        lock[1] -= 1
+        if lock[1] == 0:
+            del _LOCKS[id(data)]
+            data.flags.writeable = True
+
+
+def _free(fn: Function) -> None:
+    """Drop a node's saved arrays and its links to its inputs once backward has used them."""
+    state = fn.__dict__
+    held = state.get("held")
+    if held:
+        _release(held)
+    kept = {k: state[k] for k in ("seq", "n_outputs", "tuple_output") if k in state}
+    state.clear()
+    state.update(kept, parents=None)  # what a 2nd backward needs to reach its clear error
+
+
+# ================================================================ deferred weight gradients
+
+
+class DeferredMatmulGrad:
+    """A weight gradient `leftᵀ @ right` that the engine sums over a whole backward pass.
+
+    An op whose weight is used at every time step returns this instead of computing its
+    per-step GEMM; every (left, right) pair a tensor receives is stacked and reduced in one
+    GEMM when its gradient is read (K = T·B instead of T GEMMs with K = B).
+    """
+
+    __slots__ = ("left", "right", "shape")
+
+    def __init__(self, left: np.ndarray, right: np.ndarray) -> None:
+        self.left, self.right = left, right
+        self.shape = (left.shape[-1], right.shape[-1])
+
+
+class _GradSum:
+    """Gradients arriving at one tensor once a deferred pair is among them: a dense sum plus
+    the (left, right) pairs, reduced in one GEMM by `total`."""
+
+    __slots__ = ("dense", "lefts", "rights")
+
+    def __init__(self, dense: Any) -> None:
+        self.dense = dense
+        self.lefts: list[np.ndarray] = []
+        self.rights: list[np.ndarray] = []
+
+    def total(self) -> Any:
+        product = _stack_rows(self.lefts).T @ _stack_rows(self.rights)
+        return product if self.dense is None else self.dense + product
+
+
+def _add(slot: Any, g: Any) -> Any:
+    """The running sum of the gradients arriving at one tensor."""
+    if type(g) is DeferredMatmulGrad:
+        slot = slot if type(slot) is _GradSum else _GradSum(slot)
+        slot.lefts.append(g.left)
+        slot.rights.append(g.right)
+        return slot
+    if type(slot) is _GradSum:
+        slot.dense = g if slot.dense is None else slot.dense + g
+        return slot
+    return g if slot is None else slot + g
+
+
+def _total(slot: Any) -> Any:
+    return slot.total() if type(slot) is _GradSum else slot
+
+
+def _stack_rows(arrays: list[np.ndarray]) -> np.ndarray:
+    arrays = [a.reshape(-1, a.shape[-1]) for a in arrays]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+# ================================================================ the reverse pass
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...], op: str = "op") -> np.ndarray:
@@ -436,116 +582,234 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...], op: str = "op") -> np.
     return grad
 
 
-def _backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
-    """Visit the graph's nodes newest first, so each is run after all of its consumers.
+def run_backward(
+    seeds: list[tuple[Tensor, Any]],
+    retain_graph: bool,
+    create_graph: bool,
+    capture: dict[tuple[int, int], Any] | None = None,
+) -> list[tuple[Tensor, Any]]:
+    """Propagate the seeds' gradients to every leaf; return (leaf, total gradient) pairs.
 
-    Outputs are always created after their inputs, so creation order (`fn.seq`) is a
-    topological order and a heap keyed on it replaces a separate sort, with no recursion.
-    A leaf's gradient is accumulated as soon as it arrives (deferred weight GEMMs at the end);
-    a node runs once its last consumer is done.
+    Nodes are visited newest first: outputs are created after their inputs, so creation
+    order (`fn.seq`) is a topological order and a heap keyed on it replaces a separate sort,
+    with no recursion. A node runs once all its consumers are done. With `create_graph` the
+    gradients are Tensors and every vjp is recorded. `capture` maps (id(node), output index)
+    to the total gradient of non-leaf tensors asked for (and then `retain_grad` is ignored).
     """
-    fn = root._ctx
-    if fn is None:
-        _accumulate(root, grad)
-        return
-    pending: dict[int, Any] = {id(fn): _first_grads(fn, root._index, grad)}
-    heap: list[tuple[int, Function]] = [(-fn.seq, fn)]
-    deferred: dict[int, tuple[Tensor, _GradSum]] = {}
-    while heap:
-        fn = heappop(heap)[1]
-        out_grads = pending.pop(id(fn))
-        if type(out_grads) is _GradSum:
-            out_grads = out_grads.total()
-        if fn.parents is None:
-            raise RuntimeError(
-                "backward through a graph a second time: its buffers were freed by the "
-                "first backward(); pass retain_graph=True to that call"
-            )
-        if fn.tuple_output:
-            out_grads = tuple(
-                np.zeros(shape, dtype) if g is None else g
-                for g, (shape, dtype) in zip(out_grads, fn.output_meta, strict=True)
-            )
-        retained = fn.__dict__.get("retained")
-        if retained:
-            for i, t in retained.items():
-                _accumulate(t, out_grads[i] if fn.tuple_output else out_grads)
-        in_grads = fn.backward(out_grads)
-        if type(in_grads) is not tuple:
-            in_grads = (in_grads,)
-        if anomaly.enabled:
-            anomaly.on_backward(fn, in_grads)
-        for p, need, gi in zip(fn.parents, fn.needs_input_grad, in_grads, strict=False):
-            if not need or gi is None:
-                continue
-            if gi.shape != p.data.shape:
-                gi = unbroadcast(gi, p.data.shape, type(fn).__name__)
-            node = p._ctx
-            deferred_gi = type(gi) is DeferredMatmulGrad
-            if node is None:
-                if deferred_gi:
-                    entry = deferred.get(id(p))
-                    if entry is None:
-                        deferred[id(p)] = (p, _GradSum(gi))
-                    else:
-                        entry[1].add(gi)
-                else:
-                    _accumulate(p, gi)
-                continue
-            if deferred_gi and node.tuple_output:
-                gi = gi.materialize()
-            key = id(node)
-            slot = pending.get(key)
-            if slot is None:
-                pending[key] = _GradSum(gi) if deferred_gi else _first_grads(node, p._index, gi)
-                heappush(heap, (-node.seq, node))
-            elif not node.tuple_output:
-                if type(slot) is _GradSum:
-                    slot.add(gi)
-                elif deferred_gi:
-                    pending[key] = _GradSum(slot)
-                    pending[key].add(gi)
-                else:
-                    pending[key] = slot + gi
-            else:
-                i = p._index
-                slot[i] = gi if slot[i] is None else slot[i] + gi
-        if not retain_graph:
-            _free(fn)
-    for p, total in deferred.values():
-        _accumulate(p, total.total())
+    pending: dict[int, list[Any]] = {}  # node -> the running gradient sum of each output
+    heap: list[tuple[int, Function]] = []
+    leaves: dict[int, list[Any]] = {}  # leaf -> [leaf, running gradient sum]
+
+    def send(t: Tensor, g: Any) -> None:
+        fn = t._ctx
+        if fn is None:
+            entry = leaves.get(id(t)) or leaves.setdefault(id(t), [t, None])
+            entry[1] = _add(entry[1], g)
+            return
+        slots = pending.get(id(fn))
+        if slots is None:
+            slots = pending[id(fn)] = [None] * fn.n_outputs
+            heappush(heap, (-fn.seq, fn))
+        slots[t._index] = _add(slots[t._index], g)
+
+    for t, g in seeds:
+        send(t, g)
+    previous, _GradMode.enabled = _GradMode.enabled, create_graph
+    try:
+        while heap:
+            fn = heappop(heap)[1]
+            if fn.parents is None:
+                raise RuntimeError(
+                    "backward through a graph a second time: its buffers were freed by the "
+                    "first backward(); pass retain_graph=True to that call"
+                )
+            grads = _output_grads(fn, pending.pop(id(fn)), capture, create_graph)
+            for t, g in zip(fn.parents, _input_grads(fn, grads, create_graph), strict=False):
+                if g is not None:
+                    send(t, g)
+            if not retain_graph:
+                _free(fn)
+    finally:
+        _GradMode.enabled = previous
+    return [(t, _total(total)) for t, total in leaves.values()]
 
 
-def _first_grads(fn: Function, index: int, grad: np.ndarray) -> Any:
-    """A single-output node's gradient, or a list with one slot per output."""
+def _output_grads(fn: Function, slots: list[Any], capture: Any, create_graph: bool) -> Any:
+    """Each output's total gradient (zeros where none came); retained and captured ones kept."""
     if not fn.tuple_output:
-        return grad
-    slots: list[Any] = [None] * fn.n_outputs
-    slots[index] = grad
-    return slots
+        grads = [_total(slots[0])]
+    else:
+        grads = [
+            np.zeros_like(o) if s is None else _total(s)
+            for s, o in zip(slots, fn.out, strict=False)
+        ]
+    if capture is not None:
+        for i, g in enumerate(grads):
+            if (id(fn), i) in capture:
+                capture[id(fn), i] = g
+    else:
+        for i, t in fn.__dict__.get("retained", {}).items():
+            _accumulate(t, _values(grads[i]))
+    return tuple(grads) if fn.tuple_output else grads[0]
 
 
-def _stack_rows(arrays: list[np.ndarray]) -> np.ndarray:
-    arrays = [a.reshape(-1, a.shape[-1]) for a in arrays]
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+def _input_grads(fn: Function, upstream: Any, create_graph: bool) -> list[Any]:
+    """One node's input gradients, checked against the Function contract."""
+    if create_graph:
+        in_grads = _differentiable_backward(fn, upstream)
+    else:
+        in_grads = fn.backward(upstream)
+    in_grads = in_grads if type(in_grads) in (tuple, list) else (in_grads,)
+    if len(in_grads) != len(fn.parents):
+        raise RuntimeError(
+            f"{type(fn).__name__}.backward returned {len(in_grads)} gradient(s) for "
+            f"{len(fn.parents)} input(s): return one per positional input, None where none"
+        )
+    if anomaly.enabled:
+        anomaly.on_backward(fn, in_grads)
+    checked = []
+    for i, (p, need, g) in enumerate(zip(fn.parents, fn.needs_input_grad, in_grads, strict=False)):
+        if need and g is not None:
+            if type(g) not in (np.ndarray, DeferredMatmulGrad, Tensor):
+                g = np.asarray(g)
+            if g.shape != p.data.shape:
+                g = _unbroadcast_checked(fn, i, g, p.data.shape, create_graph)
+        checked.append(g if need else None)
+    return checked
+
+
+def _unbroadcast_checked(fn: Function, i: int, g: Any, shape: tuple, create_graph: bool) -> Any:
+    """A gradient of the output's shape summed back to a broadcast input's shape; any other
+    shape breaks the contract and raises, naming the Function and the input."""
+    out_shape = None if fn.tuple_output else np.shape(fn.out)
+    fits = g.shape == out_shape and type(g) is not DeferredMatmulGrad
+    if fits and len(shape) <= len(out_shape):
+        lead = len(out_shape) - len(shape)
+        fits = all(n in (1, m) for n, m in zip(shape, out_shape[lead:], strict=False))
+    if not fits:
+        raise ValueError(
+            f"{type(fn).__name__}.backward: the gradient for input {i} has shape {g.shape}; "
+            f"expected the input's shape {shape}"
+            + ("" if out_shape is None else f" or (broadcast) the output's shape {out_shape}")
+        )
+    return (TENSORS if create_graph else ARRAYS).unbroadcast(g, shape)
+
+
+def _differentiable_backward(fn: Function, upstream: Any) -> Any:
+    """The node's vjp on Tensors (so it is recorded), or its array backward behind a guard."""
+    if type(fn).vjp is not Function.vjp:
+        outs = fn.out if fn.tuple_output else (fn.out,)
+        out = tuple(_output(o, fn, i) for i, o in enumerate(outs))
+        return fn.vjp(TENSORS, upstream, *fn.parents, out if fn.tuple_output else out[0])
+    grads = fn.backward(
+        tuple(_values(u) for u in upstream) if fn.tuple_output else _values(upstream)
+    )
+    grads = grads if type(grads) in (tuple, list) else (grads,)
+    sources = [t for t in (*fn.parents, *_as_tuple(upstream)) if isinstance(t, Tensor)]
+    return tuple(
+        g if g is None else OnceDifferentiable.apply(g, *sources, op=type(fn).__name__)
+        for g in grads
+    )
+
+
+def _values(g: Any) -> Any:
+    return g.data if isinstance(g, Tensor) else g
+
+
+def _as_tuple(x: Any) -> tuple[Any, ...]:
+    return x if isinstance(x, tuple) else (x,)
+
+
+class OnceDifferentiable(Function):
+    """Holds a gradient computed by an array-only `backward`: differentiating it raises."""
+
+    def forward(self, value, *sources, op: str):
+        self.op = op
+        return value
+
+    def backward(self, grad):
+        raise RuntimeError(
+            f"{self.op}.backward works on NumPy arrays, so its gradient cannot be "
+            f"differentiated again; define {self.op}.vjp(self, m, g, *inputs, out) with "
+            "operators and the functions of m to make it differentiable"
+        )
+
+
+def grad(
+    outputs: Any,
+    inputs: Any,
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """The gradients of `outputs` with respect to `inputs`, as PyTorch's `torch.autograd.grad`.
+
+    Returns a tuple with one Tensor per input, in order, or `None` for an input the outputs
+    do not depend on (PyTorch's `allow_unused=True`). `grad_outputs` gives the upstream
+    gradient of each output (ones for a single-element output when omitted). The inputs'
+    `.grad` is left untouched. With `create_graph=True` the gradients are recorded graph
+    Tensors that can be differentiated again; the graph is then kept unless
+    `retain_graph=False`.
+
+    >>> from tinygrad_seq import Tensor
+    >>> x = Tensor([3.0], requires_grad=True)
+    >>> (dx,) = grad((x**3).sum(), x, create_graph=True)   # 3x² = 27
+    >>> (ddx,) = grad(dx.sum(), x)                          # 6x = 18
+    >>> dx.data, ddx.data, x.grad
+    (array([27.], dtype=float32), array([18.], dtype=float32), None)
+    """
+    outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+    inputs = list(inputs) if isinstance(inputs, list | tuple) else [inputs]
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif not isinstance(grad_outputs, list | tuple):
+        grad_outputs = [grad_outputs]
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    seeds = []
+    for i, (o, g) in enumerate(zip(outputs, grad_outputs, strict=False)):
+        if not isinstance(o, Tensor) or not o.requires_grad:
+            raise RuntimeError(f"grad: output {i} does not require grad (nothing to differentiate)")
+        keep = create_graph and isinstance(g, Tensor) and g.shape == o.shape
+        seeds.append((o, g if keep else _seed_grad(o, g)))
+    capture: dict[tuple[int, int], Any] = {}
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            raise RuntimeError(f"grad: input {i} is not a Tensor that requires grad")
+        if x._ctx is not None:
+            capture[id(x._ctx), x._index] = None
+    retain = create_graph if retain_graph is None else retain_graph
+    leaf_grads = {id(t): g for t, g in run_backward(seeds, retain, create_graph, capture)}
+    result: list[Tensor | None] = []
+    for x in inputs:
+        g = leaf_grads.get(id(x)) if x._ctx is None else capture[id(x._ctx), x._index]
+        if g is not None and not isinstance(g, Tensor):
+            g = Tensor(np.array(g, dtype=x.dtype))
+        result.append(g)
+    return tuple(result)
+
+
+def _seed_grad(t: Tensor, grad: Any) -> Any:
+    if grad is None:
+        if t.data.size != 1:
+            raise RuntimeError(
+                f"backward() without a gradient needs a single-element tensor; this one has "
+                f"shape {t.shape}: pass grad= of that shape"
+            )
+        return np.ones_like(t.data)
+    grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad)
+    if grad.shape != t.shape:
+        raise ValueError(f"backward(grad): grad has shape {grad.shape}, tensor has shape {t.shape}")
+    return grad.astype(t.dtype, copy=False)
 
 
 def _accumulate(t: Tensor, g: Any) -> None:
     """`t.grad += g`, owning a copy of the first gradient (g may be a view or shared)."""
-    if type(g) is DeferredMatmulGrad:
-        g = g.materialize()
     if t.grad is None:
         t.grad = np.array(g, dtype=t.data.dtype)
     else:
         t.grad += g
 
 
-def _free(fn: Function) -> None:
-    """Drop a node's saved arrays and its links to its inputs once backward has used them."""
-    state = fn.__dict__
-    kept = {k: state[k] for k in ("seq", "n_outputs", "tuple_output") if k in state}
-    state.clear()
-    state.update(kept, parents=None)  # what a 2nd backward needs to reach its clear error
-
-
 from . import ops  # noqa: E402  (ops need Function and Tensor defined above)
+from .backends import ARRAYS, TENSORS  # noqa: E402
