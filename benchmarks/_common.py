@@ -437,3 +437,26 @@ def fmt_rate(tokens_per_second: float) -> str:
     if tokens_per_second >= 1e3:
         return f"{tokens_per_second / 1e3:.1f}k"
     return f"{tokens_per_second:.0f}"
+
+
+def import_baseline(source: str, name: str = "tinygrad_seq_baseline") -> Any:
+    """Import another checkout's `tinygrad_seq` (a git worktree of an older commit, say) under
+    the package name `name`, beside the current one, so one run can time both interleaved.
+
+    The package's imports are all relative, so a copy renamed to `name` is self-contained;
+    its Numba cache lives in the copy.
+    """
+    import importlib
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    src = Path(source).resolve()
+    src = src / "tinygrad_seq" if (src / "tinygrad_seq").is_dir() else src
+    if not (src / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {source}: no tinygrad_seq package there")
+    root = Path(tempfile.gettempdir()) / f"{name}-{abs(hash(str(src))) % 10**8}"
+    shutil.rmtree(root / name, ignore_errors=True)
+    shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, str(root))
+    return importlib.import_module(name)

@@ -59,7 +59,9 @@ def _import_torch() -> Any:
     return torch
 
 
-def build_tasks(x: np.ndarray, n_ops: int, torch: Any) -> dict[str, Callable[[], Any]]:
+def build_tasks(
+    x: np.ndarray, n_ops: int, torch: Any, baseline: Any = None
+) -> dict[str, Callable[[], Any]]:
     """Every implementation as a zero-argument call that runs the chain once."""
     from tinygrad_seq import Tensor, no_grad
     from tinygrad_seq.autograd import kernels
@@ -68,6 +70,9 @@ def build_tasks(x: np.ndarray, n_ops: int, torch: Any) -> dict[str, Callable[[],
 
     def ours() -> None:
         chain(Tensor(x, requires_grad=True), n_ops).backward(grad)
+
+    def theirs() -> None:
+        chain(baseline.Tensor(x, requires_grad=True), n_ops).backward(grad)
 
     def ours_reference() -> None:
         previous = kernels.using_reference_kernels()
@@ -85,6 +90,8 @@ def build_tasks(x: np.ndarray, n_ops: int, torch: Any) -> dict[str, Callable[[],
         "tinygrad_seq, Numba kernels": ours,
         "tinygrad_seq, NumPy reference kernels": ours_reference,
     }
+    if baseline is not None:
+        tasks["baseline checkout, Numba kernels"] = theirs
     if torch is not None:
         grad_t = torch.ones(x.shape)
 
@@ -166,8 +173,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="first wait up to S seconds for other processes to go quiet",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also time the tinygrad_seq of another checkout (e.g. a worktree of an older commit)",
+    )
     args = parser.parse_args(argv)
 
+    import tinygrad_seq
+
+    tinygrad_seq.tune_allocator()  # what a training program does (importing no longer does)
     torch = _import_torch()
     if torch is not None:
         torch.set_num_threads(args.torch_threads)
@@ -178,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on a {SHAPE} float32 tensor, forward + backward unless marked\n")
     for line in environment(torch):
         print(line)
-    tasks = build_tasks(x, args.ops, torch)
+    baseline = C.import_baseline(args.baseline) if args.baseline else None
+    if baseline is not None:
+        print(f"baseline: the tinygrad_seq of {args.baseline}")
+    tasks = build_tasks(x, args.ops, torch, baseline)
     for fn in tasks.values():  # warm up: compile kernels, fill allocator caches
         fn()
         fn()
@@ -211,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nours ÷ PyTorch eager (forward + backward): {ratio:.2f}, {verdict} PyTorch eager")
     else:
         print("\nPyTorch is not installed: no comparison with PyTorch eager")
+    if baseline is not None:
+        ours, theirs = (
+            times["tinygrad_seq, Numba kernels"],
+            times["baseline checkout, Numba kernels"],
+        )
+        ratio = C.median([o / b for o, b in zip(ours, theirs, strict=True)])
+        print(f"ours ÷ baseline checkout (forward + backward): {ratio:.2f}")
     busy = f"{others:.2f} cores" if others is not None else "unknown"
     print(f"load average before: {load_before:.2f}; CPU used by other processes: {busy}")
     if others is not None and others > C.DISTURBANCE_THRESHOLD:

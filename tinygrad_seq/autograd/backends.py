@@ -20,7 +20,8 @@ from . import kernels
 
 def _floating(x: Any) -> np.ndarray:
     """Integer or boolean input to a float-valued op computes in float32 (not truncated)."""
-    x = np.asarray(x)
+    if type(x) is not np.ndarray:
+        x = np.asarray(x)
     return x if x.dtype.kind == "f" else x.astype(np.float32)
 
 

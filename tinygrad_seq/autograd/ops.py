@@ -26,12 +26,9 @@ __all__ = ["ARRAYS", "TENSORS"]
 
 
 class Elementwise(Function):
-    """An element-wise primitive: `forward` is its `formula` on arrays, broadcasting."""
+    """An element-wise primitive: its forward is its `formula` on arrays, broadcasting."""
 
     elementwise = True
-
-    def forward(self, *xs: Any) -> np.ndarray:
-        return self.formula(ARRAYS, *xs)
 
     def formula(self, m: Any, *xs: Any) -> Any:
         raise NotImplementedError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import weakref
 from collections.abc import Iterator
 from heapq import heappop, heappush
 from typing import Any
@@ -372,7 +373,18 @@ class Function:
     n_outputs: int = 1
     tuple_output = False  # forward returned a tuple (even of one array)
 
+    # set per class by __init_subclass__: call `formula` as the forward, `vjp` as the backward
+    _formula_forward = False
+    _vjp_backward = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._formula_forward = hasattr(cls, "formula") and "forward" not in _own(cls)
+        cls._vjp_backward = cls.vjp is not Function.vjp and cls.backward is Function.backward
+
     def forward(self, *arrays: Any, **kwargs: Any) -> np.ndarray:
+        if self._formula_forward:
+            return self.formula(ARRAYS, *arrays)
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def backward(self, grad: Any) -> Any:
@@ -405,14 +417,25 @@ class Function:
             else:
                 arrays.append(x if type(x) in _PLAIN_CONSTANTS else _constant(x, cls))
                 needs.append(False)
-        result = fn.forward(*arrays, **kwargs)
+        if cls._formula_forward:
+            result = fn.formula(ARRAYS, *arrays)
+        else:
+            result = fn.forward(*arrays, **kwargs)
         record = record and _GradMode.enabled
         if record:
             fn.parents = inputs
             fn.needs_input_grad = tuple(needs)
             fn.seq = next(_sequence)
             fn.arrays, fn.out, fn.kwargs = arrays, result, kwargs
-            _protect(fn, inputs)
+            held = None
+            for x in inputs:  # saved arrays become read-only (see `_lock`)
+                if isinstance(x, Tensor):
+                    if x._ctx is None:
+                        held = _lock(x.data, held)
+                    else:
+                        x.data.setflags(write=False)
+            if held:
+                fn.release = weakref.finalize(fn, _release, held)
             if anomaly.enabled:
                 anomaly.on_forward(fn, result)
         if type(result) is tuple:
@@ -421,10 +444,15 @@ class Function:
             return tuple(_output(r, fn if record else None, i) for i, r in enumerate(result))
         return _output(result, fn if record else None, 0)
 
-    def __del__(self) -> None:  # a graph dropped without backward gives its leaves back
-        held = self.__dict__.get("held")
-        if held and _release is not None:
-            _release(held)
+
+def _own(cls: type) -> set[str]:
+    """The names a class defines below Function's own, e.g. whether it overrides forward."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is Function:
+            break
+        names.update(vars(klass))
+    return names
 
 
 def _output(data: Any, fn: Function | None, index: int) -> Tensor:
@@ -459,30 +487,24 @@ def _constant(x: Any, op: type) -> Any:
 # ================================================================ saved arrays are read-only
 
 
-def _protect(fn: Function, inputs: tuple[Any, ...]) -> None:
-    """Make the Tensor inputs' arrays read-only: an in-place write before backward would
-    otherwise make backward mix old and new values. A leaf's array (a parameter, an input
-    batch) is writable again once no live node holds it: after backward, or when the graph
-    is dropped. `_LOCKS` counts the live nodes holding each such array."""
-    held = None
-    for x in inputs:
-        if isinstance(x, Tensor):
-            data = x.data
-            if x._ctx is not None:
-                if data.flags.writeable:
-                    data.flags.writeable = False
-                continue
-            lock = _LOCKS.get(id(data))
-            if lock is not None:
-                lock[1] += 1
-            elif data.flags.writeable:
-                data.flags.writeable = False
-                _LOCKS[id(data)] = [data, 1]
-            else:
-                continue  # read-only already, and not by us: nothing to give back
-            held = [data] if held is None else [*held, data]
-    if held:
-        fn.held = held
+def _lock(data: np.ndarray, held: list | None) -> list | None:
+    """Make a leaf's array read-only while graph nodes hold it.
+
+    Every recorded node makes its Tensor inputs' arrays read-only, so an in-place write
+    between forward and backward fails at the write instead of making backward mix old and
+    new values. A leaf's array (a parameter, an input batch the user owns) is writable again
+    once no live node holds it: after backward, or when the graph is dropped; `_LOCKS` counts
+    the nodes holding each one. Returns the list of arrays the node holds.
+    """
+    lock = _LOCKS.get(id(data))
+    if lock is not None:
+        lock[1] += 1
+    elif data.flags.writeable:
+        data.setflags(write=False)
+        _LOCKS[id(data)] = [data, 1]
+    else:
+        return held  # read-only already, and not by us: nothing to give back
+    return [data] if held is None else [*held, data]
 
 
 _LOCKS: dict[int, list[Any]] = {}  # id(array) -> [array, number of live nodes holding it]
@@ -494,18 +516,20 @@ def _release(arrays: list[np.ndarray]) -> None:
         lock[1] -= 1
         if lock[1] == 0:
             del _LOCKS[id(data)]
-            data.flags.writeable = True
+            data.setflags(write=True)
 
 
 def _free(fn: Function) -> None:
     """Drop a node's saved arrays and its links to its inputs once backward has used them."""
     state = fn.__dict__
-    held = state.get("held")
-    if held:
-        _release(held)
-    kept = {k: state[k] for k in ("seq", "n_outputs", "tuple_output") if k in state}
+    release = state.get("release")
+    if release is not None:
+        release()
+    seq, tuple_output, n = state["seq"], state.get("tuple_output"), state.get("n_outputs")
     state.clear()
-    state.update(kept, parents=None)  # what a 2nd backward needs to reach its clear error
+    state["seq"], state["parents"] = seq, None  # what a 2nd backward needs for its clear error
+    if tuple_output:
+        state["tuple_output"], state["n_outputs"] = True, n
 
 
 # ================================================================ deferred weight gradients
@@ -544,6 +568,8 @@ class _GradSum:
 
 def _add(slot: Any, g: Any) -> Any:
     """The running sum of the gradients arriving at one tensor."""
+    if slot is None and type(g) is not DeferredMatmulGrad:
+        return g
     if type(g) is DeferredMatmulGrad:
         slot = slot if type(slot) is _GradSum else _GradSum(slot)
         slot.lefts.append(g.left)
@@ -596,24 +622,11 @@ def run_backward(
     gradients are Tensors and every vjp is recorded. `capture` maps (id(node), output index)
     to the total gradient of non-leaf tensors asked for (and then `retain_grad` is ignored).
     """
-    pending: dict[int, list[Any]] = {}  # node -> the running gradient sum of each output
+    pending: dict[int, Any] = {}  # node -> its output's gradient sum (a list for tuple outputs)
     heap: list[tuple[int, Function]] = []
-    leaves: dict[int, list[Any]] = {}  # leaf -> [leaf, running gradient sum]
-
-    def send(t: Tensor, g: Any) -> None:
-        fn = t._ctx
-        if fn is None:
-            entry = leaves.get(id(t)) or leaves.setdefault(id(t), [t, None])
-            entry[1] = _add(entry[1], g)
-            return
-        slots = pending.get(id(fn))
-        if slots is None:
-            slots = pending[id(fn)] = [None] * fn.n_outputs
-            heappush(heap, (-fn.seq, fn))
-        slots[t._index] = _add(slots[t._index], g)
-
+    leaves: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, gradient sum]
     for t, g in seeds:
-        send(t, g)
+        _send(t, g, pending, heap, leaves)
     previous, _GradMode.enabled = _GradMode.enabled, create_graph
     try:
         while heap:
@@ -623,10 +636,27 @@ def run_backward(
                     "backward through a graph a second time: its buffers were freed by the "
                     "first backward(); pass retain_graph=True to that call"
                 )
-            grads = _output_grads(fn, pending.pop(id(fn)), capture, create_graph)
-            for t, g in zip(fn.parents, _input_grads(fn, grads, create_graph), strict=False):
-                if g is not None:
-                    send(t, g)
+            upstream = _upstream(fn, pending.pop(id(fn)), capture)
+            if create_graph:
+                in_grads = _differentiable_backward(fn, upstream)
+            elif fn._vjp_backward:
+                in_grads = fn.vjp(ARRAYS, upstream, *fn.arrays, fn.out)
+            else:
+                in_grads = fn.backward(upstream)
+            if type(in_grads) is not tuple:
+                in_grads = tuple(in_grads) if type(in_grads) is list else (in_grads,)
+            if len(in_grads) != len(fn.parents):
+                raise RuntimeError(
+                    f"{type(fn).__name__}.backward returned {len(in_grads)} gradient(s) for "
+                    f"{len(fn.parents)} input(s): return one per positional input, None where none"
+                )
+            if anomaly.enabled:
+                anomaly.on_backward(fn, in_grads)
+            for i, (p, need, g) in enumerate(zip(fn.parents, fn.needs_input_grad, in_grads)):
+                if need and g is not None:
+                    if getattr(g, "shape", None) != p.data.shape:
+                        g = _unbroadcast_checked(fn, i, g, p.data.shape, create_graph)
+                    _send(p, g, pending, heap, leaves)
             if not retain_graph:
                 _free(fn)
     finally:
@@ -634,53 +664,54 @@ def run_backward(
     return [(t, _total(total)) for t, total in leaves.values()]
 
 
-def _output_grads(fn: Function, slots: list[Any], capture: Any, create_graph: bool) -> Any:
-    """Each output's total gradient (zeros where none came); retained and captured ones kept."""
-    if not fn.tuple_output:
-        grads = [_total(slots[0])]
+def _send(t: Tensor, g: Any, pending: dict, heap: list, leaves: dict) -> None:
+    """Add `g` to the gradient sum of `t` (a leaf, or one output of a pending node)."""
+    fn = t._ctx
+    if fn is None:
+        entry = leaves.get(id(t))
+        if entry is None:
+            leaves[id(t)] = [t, _add(None, g)]
+        else:
+            entry[1] = _add(entry[1], g)
+        return
+    key = id(fn)
+    if fn.tuple_output:
+        slots = pending.get(key)
+        if slots is None:
+            slots = pending[key] = [None] * fn.n_outputs
+            heappush(heap, (-fn.seq, fn))
+        slots[t._index] = _add(slots[t._index], g)
+    elif key in pending:
+        pending[key] = _add(pending[key], g)
     else:
-        grads = [
-            np.zeros_like(o) if s is None else _total(s)
-            for s, o in zip(slots, fn.out, strict=False)
-        ]
+        pending[key] = _add(None, g)
+        heappush(heap, (-fn.seq, fn))
+
+
+def _upstream(fn: Function, got: Any, capture: Any) -> Any:
+    """The node's output gradient(s): totals, zeros for tuple outputs that got none; retained
+    and captured gradients are kept on the way."""
+    if fn.tuple_output:
+        grads = [np.zeros_like(o) if s is None else _total(s) for s, o in zip(got, fn.out)]
+    else:
+        grads = [_total(got)]
     if capture is not None:
         for i, g in enumerate(grads):
             if (id(fn), i) in capture:
                 capture[id(fn), i] = g
-    else:
-        for i, t in fn.__dict__.get("retained", {}).items():
+    elif "retained" in fn.__dict__:
+        for i, t in fn.retained.items():
             _accumulate(t, _values(grads[i]))
     return tuple(grads) if fn.tuple_output else grads[0]
-
-
-def _input_grads(fn: Function, upstream: Any, create_graph: bool) -> list[Any]:
-    """One node's input gradients, checked against the Function contract."""
-    if create_graph:
-        in_grads = _differentiable_backward(fn, upstream)
-    else:
-        in_grads = fn.backward(upstream)
-    in_grads = in_grads if type(in_grads) in (tuple, list) else (in_grads,)
-    if len(in_grads) != len(fn.parents):
-        raise RuntimeError(
-            f"{type(fn).__name__}.backward returned {len(in_grads)} gradient(s) for "
-            f"{len(fn.parents)} input(s): return one per positional input, None where none"
-        )
-    if anomaly.enabled:
-        anomaly.on_backward(fn, in_grads)
-    checked = []
-    for i, (p, need, g) in enumerate(zip(fn.parents, fn.needs_input_grad, in_grads, strict=False)):
-        if need and g is not None:
-            if type(g) not in (np.ndarray, DeferredMatmulGrad, Tensor):
-                g = np.asarray(g)
-            if g.shape != p.data.shape:
-                g = _unbroadcast_checked(fn, i, g, p.data.shape, create_graph)
-        checked.append(g if need else None)
-    return checked
 
 
 def _unbroadcast_checked(fn: Function, i: int, g: Any, shape: tuple, create_graph: bool) -> Any:
     """A gradient of the output's shape summed back to a broadcast input's shape; any other
     shape breaks the contract and raises, naming the Function and the input."""
+    if type(g) not in (np.ndarray, DeferredMatmulGrad, Tensor):
+        g = np.asarray(g)
+        if g.shape == shape:
+            return g
     out_shape = None if fn.tuple_output else np.shape(fn.out)
     fits = g.shape == out_shape and type(g) is not DeferredMatmulGrad
     if fits and len(shape) <= len(out_shape):
