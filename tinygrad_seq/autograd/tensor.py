@@ -652,7 +652,9 @@ def run_backward(
                 )
             if anomaly.enabled:
                 anomaly.on_backward(fn, in_grads)
-            for i, (p, need, g) in enumerate(zip(fn.parents, fn.needs_input_grad, in_grads, strict=False)):
+            for i, (p, need, g) in enumerate(
+                zip(fn.parents, fn.needs_input_grad, in_grads, strict=False)
+            ):
                 if need and g is not None:
                     if getattr(g, "shape", None) != p.data.shape:
                         g = _unbroadcast_checked(fn, i, g, p.data.shape, create_graph)
@@ -692,7 +694,9 @@ def _upstream(fn: Function, got: Any, capture: Any) -> Any:
     """The node's output gradient(s): totals, zeros for tuple outputs that got none; retained
     and captured gradients are kept on the way."""
     if fn.tuple_output:
-        grads = [np.zeros_like(o) if s is None else _total(s) for s, o in zip(got, fn.out, strict=False)]
+        grads = [
+            np.zeros_like(o) if s is None else _total(s) for s, o in zip(got, fn.out, strict=False)
+        ]
     else:
         grads = [_total(got)]
     if capture is not None:
