@@ -127,6 +127,7 @@ def main(steps: int = 100, seed: int = 0, verbose: bool = False) -> float:
 
 
 if __name__ == "__main__":
+    tinygrad_seq.tune_allocator()  # a script owns its process (see README)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
