@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .autograd.memory import tune_allocator
+
+    tune_allocator()  # the command owns its process; importing the library never does this
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
