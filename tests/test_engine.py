@@ -1,4 +1,4 @@
-"""Engine semantics (SPEC §1) as example tests: dtypes, the graph's life cycle, errors,
+"""Engine semantics as example tests: dtypes, the graph's life cycle, errors,
 backward that scales, memory release, anomaly detection and user-defined `Function`s."""
 
 from __future__ import annotations

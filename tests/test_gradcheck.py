@@ -1,4 +1,4 @@
-"""Gradient checking (SPEC §2): `numerical_grad`, `gradcheck`, `GradcheckError`, and the kit's
+"""Gradient checking: `numerical_grad`, `gradcheck`, `GradcheckError`, and the kit's
 `assert_grads_close`. Correct ops never false-fail (float32 inputs are checked in float64);
 wrong ops fail with a message that says which input, which element and by how much."""
 

@@ -1,4 +1,4 @@
-"""Module, Parameter, Linear, Embedding (SPEC §4): discovery, state dicts, checkpoints, init."""
+"""Module, Parameter, Linear, Embedding: discovery, state dicts, checkpoints, init."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The property-test kit (SPEC §3) is itself tested: its strategies draw what they promise,
+"""The property-test kit is itself tested: its strategies draw what they promise,
 its assertion catches a wrong op, and the three-line example from its docstring works."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Optimisers and gradient clipping, in PyTorch's form (SPEC §5).
+"""Optimisers and gradient clipping, in PyTorch's form.
 
 An optimiser takes any iterable of float `Tensor`s (e.g. `model.parameters()`), reads each one's
 `.grad` in `step()` and updates `.data` in place, in the parameter's own dtype; a parameter whose

@@ -1,4 +1,4 @@
-"""The `train`, `sample` and `eval` subcommands of `tinygrad-seq` (SPEC §7).
+"""The `train`, `sample` and `eval` subcommands of `tinygrad-seq`.
 
 `tinygrad_seq.cli` calls `add_commands(subparsers)`; each subcommand sets `run(args) -> int`.
 Failures raise, and `cli.main` turns them into one `error:` line and exit status 1. Heavy
