@@ -14,6 +14,10 @@ from tinygrad_seq import Tensor
 from tinygrad_seq.nn import CheckpointError, Embedding, Linear, Module, Parameter
 from tinygrad_seq.testing import assert_grads_close, shapes, tensors
 
+# Net holds a plain Tensor on purpose (it must not count as a parameter); the warning that
+# it would never be trained is tested on its own below
+pytestmark = pytest.mark.filterwarnings("ignore:Net.not_a_param:UserWarning")
+
 
 class Block(Module):
     def __init__(self):

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor, no_grad
-from ..nn import Embedding, Linear, Module, Stacked, state_output
+from ..nn import CELL_KINDS, Embedding, Linear, Module, Stacked, state_output
+from ..nn.functional import _check_p, dropout
 from ..nn.recurrent import detach_state
-from ..random import default_rng
 
-CELLS = ("rnn", "gru", "lstm")
+CELLS = tuple(CELL_KINDS)  # "rnn", "gru", "lstm": the built-in cell kinds
 INPUTS = ("onehot", "embedding")
 
 
@@ -36,7 +36,11 @@ class LanguageModel(Module):
 
     `vocab_size` is V, `hidden_size` n_a, `cell` one of `"rnn"`, `"gru"`, `"lstm"`, and
     `num_layers` stacks that many layers (layer l's a<t> is layer l+1's x<t>); `dropout`
-    drops a<t> (of every layer) on its way up, in training mode only. Parameters:
+    drops a<t> (of every layer) on its way up, a fresh mask at every step. `input_dropout`
+    and `recurrent_dropout` are variational dropout (Gal & Ghahramani 2016, Keras's
+    `dropout` and `recurrent_dropout`): one mask per sequence on each layer's x<t> and one
+    on its a<t-1>, the same at every time step (see `nn.Recurrent`). Every dropout acts in
+    training mode only (`model.train()`; `model.eval()` turns them off). Parameters:
     `rnn.layers.{l}.*` (the cells'), `output.weight` = W_ya `(V, n_a)`, `output.bias` = b_y
     `(V,)`, and `embedding.weight (V, n_x)` with `input="embedding"`.
 
@@ -59,6 +63,8 @@ class LanguageModel(Module):
         embedding_dim: int | None = None,
         dropout: float = 0.0,
         rng: np.random.Generator | None = None,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         self.embedding: Embedding | None = None
         self._table: np.ndarray | None = None  # [0; I_V], built on first use
@@ -71,9 +77,9 @@ class LanguageModel(Module):
                 raise ValueError(f"LanguageModel: {name} must be positive, got {value}")
         if int(num_layers) < 1:
             raise ValueError(f"LanguageModel: num_layers must be at least 1, got {num_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"LanguageModel: dropout must lie in [0, 1), got {dropout}")
-        self.dropout = float(dropout)
+        self.dropout = _check_p(dropout, "LanguageModel", "dropout")
+        self.input_dropout = _check_p(input_dropout, "LanguageModel", "input_dropout")
+        self.recurrent_dropout = _check_p(recurrent_dropout, "LanguageModel", "recurrent_dropout")
         self.vocab_size, self.hidden_size = int(vocab_size), int(hidden_size)
         self.cell_type, self.num_layers, self.input = cell, int(num_layers), input
         if input == "embedding":
@@ -84,12 +90,28 @@ class LanguageModel(Module):
             self.embedding_dim = None
             n_x = self.vocab_size
         self.rnn = Stacked.build(
-            cell, n_x, self.hidden_size, self.num_layers, dropout=self.dropout, rng=rng
+            cell,
+            n_x,
+            self.hidden_size,
+            self.num_layers,
+            dropout=self.dropout,
+            rng=rng,
+            input_dropout=self.input_dropout,
+            recurrent_dropout=self.recurrent_dropout,
         )
         self.output = Linear(self.hidden_size, self.vocab_size, rng=rng)
 
     def config(self) -> dict[str, Any]:
-        """The constructor's arguments, enough to rebuild the model (stored in checkpoints)."""
+        """The constructor's arguments, enough to rebuild the model (stored in checkpoints;
+        the variational dropouts only when set, so other checkpoints keep their config)."""
+        variational = {
+            name: value
+            for name, value in (
+                ("input_dropout", self.input_dropout),
+                ("recurrent_dropout", self.recurrent_dropout),
+            )
+            if value > 0.0
+        }
         return {
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -98,6 +120,7 @@ class LanguageModel(Module):
             "input": self.input,
             "embedding_dim": self.embedding_dim,
             "dropout": self.dropout,
+            **variational,
         }
 
     @property
@@ -152,9 +175,7 @@ class LanguageModel(Module):
         head = np.full((B, 1), -1, np.int64) if first is None else np.reshape(first, (B, 1))
         x = self.inputs(np.concatenate([head, ids[:, :-1]], axis=1))
         outputs, finals = self.rnn(x, states=state)
-        if self.training and self.dropout > 0.0:  # inverted dropout on a<t> before W_ya
-            keep = default_rng().random(outputs.shape) >= self.dropout
-            outputs = outputs * (keep / (1.0 - self.dropout)).astype(outputs.dtype)
+        outputs = dropout(outputs, self.dropout, self.training)  # on a<t> before W_ya
         return self.output(outputs), finals
 
     def log_prob(self, ids: Any, lengths: Any = None) -> Tensor:

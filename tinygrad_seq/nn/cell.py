@@ -1,14 +1,14 @@
-"""What every built-in recurrent cell shares: the cell protocol, input checks, initialisation.
+"""The cell protocol, and `Cell`: the public base class of the built-in cells and of yours.
 
-The cell protocol, which `Recurrent` relies on and a user's own cell can follow too:
+The cell protocol, which `Recurrent` relies on and any object can follow:
 
 - `input_size` (n_x) and `hidden_size` (n_a);
 - `init_state(batch_size)`: the zero state, a `Tensor (B, n_a)` or a tuple of them;
 - `cell(x, state=None) -> state`: one time step, `x (B, n_x)`; `state=None` means zeros.
 
 The step's output a<t> is the state itself when the state is a Tensor, else `state[0]`
-(`state_output`). Nothing here is needed to follow the protocol; `Cell` only saves the
-built-in cells from repeating their checks.
+(`state_output`). Subclassing `Cell` is optional; it gives a cell the built-in cells' zero
+state and input checks (see `Cell`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from . import init
-from .module import Module, Parameter, check_float_input
+from .module import Module, Parameter
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -29,44 +29,92 @@ def state_output(state: Any) -> Tensor:
     return state if isinstance(state, Tensor | np.ndarray) else state[0]
 
 
-class Cell(Module):
-    """Base class of the built-in cells: checks x<t> and the state, builds the zero state.
+def _first_float_tensor(module: Module, seen: set[int]) -> Tensor | None:
+    seen.add(id(module))
+    for value in vars(module).values():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, Tensor) and item.dtype.kind == "f":
+                return item
+            if isinstance(item, Module) and id(item) not in seen:
+                found = _first_float_tensor(item, seen)
+                if found is not None:
+                    return found
+    return None
 
-    Subclasses set `input_size`, `hidden_size`, `state_parts` (1 for a<t>, 2 for (a<t>, c<t>))
-    and `reference_parameter`, and call `self._prepare(x, state)` at the top of `forward`.
+
+class Cell(Module):
+    """Base class of recurrent cells: builds the zero state and checks x<t> and the state.
+
+    A subclass sets `input_size` (n_x) and `hidden_size` (n_a) in `__init__`, and
+    `state_parts` as a class attribute (1: the state is a<t>; 2: the pair (a<t>, c<t>); k: a
+    tuple of k Tensors `(B, n_a)`, the first being the output a<t>). At the top of `forward`
+    it calls `x, parts = self.check_step(x, state)`:
+
+        class MyCell(Cell):
+            def __init__(self, input_size, hidden_size):
+                self.input_size, self.hidden_size = input_size, hidden_size
+                self.W = Parameter(init.gate_matrix(hidden_size, input_size))
+                self.b = Parameter(init.zeros((hidden_size,)))
+
+            def forward(self, x, state=None):
+                x, (a_prev,) = self.check_step(x, state)  # state=None gives the zero state
+                return (concat([a_prev, x], axis=-1) @ self.W.T + self.b).tanh()
+
+    `check_step` raises an error naming the cell, its sizes and the offending shape or
+    dtype when x<t> is not `(B, n_x)` or the state is not `state_parts` Tensors `(B, n_a)`.
+    The rule on dtypes is the one of every layer (`Linear` too): integer or boolean inputs
+    (one-hot rows) are cast to the cell's dtype, a float input of another dtype raises
+    `TypeError` naming both (cast it, or call `cell.to(...)`); the state must have the
+    cell's dtype exactly. The cell's dtype is its first parameter's (`dtype`; override the
+    property if another parameter should decide).
     """
 
     input_size: int
     hidden_size: int
     state_parts: int = 1
-    reference_parameter: str  # the parameter whose dtype the input and state must share
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype x<t> and the state must have: the first parameter's, i.e. of the first
+        float Tensor the cell holds in attribute order, submodules searched depth first (a
+        stand-in Tensor, such as the per-step aliases of `nn.bptt`, counts). float32 if none."""
+        found = _first_float_tensor(self, set())
+        return np.dtype(np.float32) if found is None else found.dtype
 
     def _describe(self) -> str:
         return (
             f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"
         )
 
-    def _dtype(self) -> np.dtype:
-        return getattr(self, self.reference_parameter).dtype
+    def _state_name(self, i: int) -> str:
+        if self.state_parts <= 2:
+            return ("a<t-1>", "c<t-1>")[i]
+        return "a<t-1>" if i == 0 else f"state[{i}]"
 
     def init_state(self, batch_size: int) -> State:
-        """Zeros of shape (batch_size, n_a) in the parameters' dtype (a tuple for LSTM)."""
+        """Zeros of shape (batch_size, n_a) in the cell's dtype (a tuple if `state_parts > 1`)."""
         zeros = [
-            Tensor(np.zeros((batch_size, self.hidden_size), self._dtype()))
+            Tensor(np.zeros((batch_size, self.hidden_size), self.dtype))
             for _ in range(self.state_parts)
         ]
         return zeros[0] if self.state_parts == 1 else tuple(zeros)
 
-    def _prepare(self, x: Any, state: Any) -> tuple[Tensor, list[Tensor]]:
-        """Check x<t> (B, n_x) and the state; return x as a Tensor and the state's parts."""
+    def check_step(self, x: Any, state: Any) -> tuple[Tensor, list[Tensor]]:
+        """Check x<t> `(B, n_x)` and the state; return x as a Tensor and the state's parts
+        (a list of `state_parts` Tensors `(B, n_a)`; zeros when `state` is `None`)."""
+        dtype = self.dtype
         x = x if isinstance(x, Tensor) else Tensor(x)
         if x.dtype.kind != "f":  # integer or boolean inputs (e.g. one-hot) are cast, not rejected
-            x = Tensor(x.data.astype(self._dtype()))
+            x = Tensor(x.data.astype(dtype))
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ValueError(
                 f"{self._describe()}: x<t> has shape {x.shape}; expected (batch, {self.input_size})"
             )
-        check_float_input(self, x, getattr(self, self.reference_parameter))
+        if x.dtype != dtype:
+            raise TypeError(
+                f"{self._describe()}: input dtype {x.dtype} does not match parameter dtype "
+                f"{dtype}; cast the input or call cell.to(np.{x.dtype})"
+            )
         batch = x.shape[0]
         if state is None:
             state = self.init_state(batch)
@@ -79,25 +127,30 @@ class Cell(Module):
         if self.state_parts > 1 and (
             not isinstance(state, tuple | list) or len(state) != self.state_parts
         ):
+            what = " (a, c)" if self.state_parts == 2 else ""
             raise TypeError(
                 f"{self._describe()}: the state must be a tuple of {self.state_parts} "
-                f"Tensors (a, c) of shape (B, n_a), got {type(state).__name__}"
+                f"Tensors{what} of shape (B, n_a), got {type(state).__name__}"
                 + (f" of length {len(state)}" if isinstance(state, tuple | list) else "")
             )
         parts = [p if isinstance(p, Tensor) else Tensor(p) for p in parts]
         expected = (batch, self.hidden_size)
-        for name, p in zip(("a<t-1>", "c<t-1>"), parts, strict=False):
+        for i, p in enumerate(parts):
             if p.shape != expected:
                 raise ValueError(
-                    f"{self._describe()}: state {name} has shape {p.shape} but x<t> has shape "
-                    f"{x.shape}, so the state must have shape {expected}"
+                    f"{self._describe()}: state {self._state_name(i)} has shape {p.shape} but "
+                    f"x<t> has shape {x.shape}, so the state must have shape {expected}"
                 )
-            if p.dtype != self._dtype():
+            if p.dtype != dtype:
                 raise TypeError(
-                    f"{self._describe()}: state {name} has dtype {p.dtype} but the parameters "
-                    f"are {self._dtype()}"
+                    f"{self._describe()}: state {self._state_name(i)} has dtype {p.dtype} but "
+                    f"the parameters are {dtype}"
                 )
         return x, parts
+
+    def _prepare(self, x: Any, state: Any) -> tuple[Tensor, list[Tensor]]:
+        """The former name of `check_step` (the fused steps call it)."""
+        return self.check_step(x, state)
 
 
 def gate_matrix(n_a: int, n_x: int, rng: np.random.Generator | None = None) -> Parameter:
@@ -106,11 +159,9 @@ def gate_matrix(n_a: int, n_x: int, rng: np.random.Generator | None = None) -> P
     Hidden (recurrent) columns: orthogonal `(n_a, n_a)`; input columns: Glorot-uniform
     U(−√(6/(n_x + n_a)), +√(…)) as an `(n_a, n_x)` matrix. Drawn in that order from `rng`.
     """
-    recurrent = init.orthogonal((n_a, n_a), rng=rng)
-    inputs = init.glorot_uniform((n_a, n_x), rng=rng)
-    return Parameter(np.concatenate([recurrent, inputs], axis=1))
+    return Parameter(init.gate_matrix(n_a, n_x, rng))
 
 
 def bias(n_a: int, value: float = 0.0) -> Parameter:
     """A bias `(n_a,)` filled with `value` (float32)."""
-    return Parameter(np.full(n_a, value, np.float32))
+    return Parameter(np.full(n_a, value, np.float32))  # = init.zeros / init.ones for 0 / 1

@@ -1,4 +1,5 @@
-"""Losses and activations as functions: `cross_entropy`, the binary cross-entropies, softmax.
+"""Losses, activations and layers as functions: `cross_entropy`, the binary cross-entropies,
+softmax, `layer_norm`, `dropout`.
 
 Every loss is composed from the engine's primitives (`log_softmax`, integer indexing, sums),
 except the two binary cross-entropies, which are one small `Function` each: their stable
@@ -15,11 +16,15 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Function, Tensor, kernels
+from ..random import default_rng
 
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "dropout",
+    "dropout_mask",
+    "layer_norm",
     "log_softmax",
     "softmax",
 ]
@@ -63,6 +68,89 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
     array([[-0.6931, -0.6931]], dtype=float32)
     """
     return _float_tensor(x, "log_softmax input").log_softmax(axis=axis)
+
+
+# ================================================================ normalisation, dropout
+
+
+def layer_norm(x: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5) -> Tensor:
+    """Layer normalisation over the last axis, as PyTorch's `layer_norm(x, (n,), …)`:
+
+        μ = mean(x),  σ² = mean((x − μ)²)   (biased variance, over the last axis of size n)
+        y = (x − μ) / √(σ² + eps) * weight + bias
+
+    `weight` and `bias` `(n,)` are optional (`None`: 1 and 0). Composed of the engine's
+    primitives only (a mean and a variance over the last axis, then element-wise ops), so
+    its gradient is the chain rule through them.
+
+    >>> y = layer_norm(Tensor([[1.0, 2.0, 3.0]]))
+    >>> y.data.round(4)
+    array([[-1.2247,  0.    ,  1.2247]], dtype=float32)
+    """
+    x = _float_tensor(x, "layer_norm input")
+    n = x.shape[-1] if x.ndim else 0
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None and tuple(np.shape(value)) != (n,):
+            raise ValueError(
+                f"layer_norm: {name} has shape {tuple(np.shape(value))}; expected ({n},) "
+                f"for input of shape {x.shape}"
+            )
+    if not eps > 0.0:
+        raise ValueError(f"layer_norm: eps must be positive, got {eps}")
+    centred = x - x.mean(axis=-1, keepdims=True)  # x − μ
+    y = centred / (x.var(axis=-1, keepdims=True) + eps).sqrt()  # (x − μ) / √(σ² + eps)
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def _check_p(p: Any, who: str, name: str = "p") -> float:
+    """`p` as a float in [0, 1), else `ValueError` naming `who` and `name`."""
+    if isinstance(p, bool) or not isinstance(p, int | float | np.floating | np.integer):
+        raise ValueError(f"{who}: {name} must be a number in [0, 1), got {p!r}")
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{who}: {name} must lie in [0, 1), got {name}={p}")
+    return float(p)
+
+
+def dropout_mask(
+    shape: tuple[int, ...], p: float, dtype: Any, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """The inverted-dropout mask m: m = 1/(1 − p) with probability 1 − p, else 0.
+
+    Drawn as `rng.random(shape) >= p` (default: the library generator, see
+    `tinygrad_seq.manual_seed`). `dropout` multiplies by one such mask; variational dropout
+    (see `Recurrent`) reuses one mask `(B, n)` at every time step.
+    """
+    p = _check_p(p, "dropout_mask")
+    keep = default_rng(rng).random(shape) >= p
+    return (keep / (1.0 - p)).astype(dtype)
+
+
+def dropout(
+    x: Any, p: float = 0.5, training: bool = True, rng: np.random.Generator | None = None
+) -> Tensor:
+    """Inverted dropout: y = m ⊙ x with mᵢ = 1/(1 − p) (probability 1 − p) or 0 (probability p).
+
+    Kept values are scaled by 1/(1 − p) so that E[y] = x and evaluation needs no rescaling;
+    the gradient is ∂y/∂x = m. When `training` is false, or p = 0, x is returned unchanged.
+    `p` outside [0, 1) raises `ValueError`. Masks come from `rng`, by default the library
+    generator (`tinygrad_seq.manual_seed`), so one seed replays the same masks.
+
+    >>> import tinygrad_seq
+    >>> _ = tinygrad_seq.manual_seed(0)
+    >>> dropout(Tensor([1.0, 1.0, 1.0, 1.0]), p=0.5).data
+    array([2., 0., 0., 0.], dtype=float32)
+    >>> dropout(Tensor([1.0, 1.0]), p=0.5, training=False).data
+    array([1., 1.], dtype=float32)
+    """
+    p = _check_p(p, "dropout")
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    if not training or p == 0.0:
+        return x
+    if x.dtype.kind != "f":
+        raise TypeError(f"dropout: input must be floating point, got dtype {x.dtype}")
+    return x * dropout_mask(x.shape, p, x.dtype, rng)
 
 
 # ================================================================ multi-class

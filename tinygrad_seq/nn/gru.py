@@ -46,8 +46,6 @@ class GRUCell(Cell):
     (2, 4)
     """
 
-    reference_parameter = "W_u"
-
     def __init__(
         self,
         input_size: int,
@@ -68,7 +66,7 @@ class GRUCell(Cell):
         self.b_cc = bias(n_a) if reset_after else None
 
     def forward(self, x: Any, state: Any = None) -> Tensor:
-        x, (c_prev,) = self._prepare(x, state)
+        x, (c_prev,) = self.check_step(x, state)
         cx = concat([c_prev, x], axis=-1)  # [c<t-1>, x<t>]
         gamma_r = (cx @ self.W_r.T + self.b_r).sigmoid() if self.full else 1.0  # Γ_r
         c_tilde = self._candidate(gamma_r, c_prev, x)  # c̃<t>

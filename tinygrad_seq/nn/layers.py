@@ -1,4 +1,4 @@
-"""`Linear` and `Embedding`: the two non-recurrent layers a sequence model needs."""
+"""`Linear`, `Embedding`, `LayerNorm` and `Dropout`: the non-recurrent layers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor
+from . import functional as F
 from . import init
 from .module import Module, Parameter, check_float_input
 
@@ -72,3 +73,54 @@ class Embedding(Module):
                 f"[0, {self.num_embeddings - 1}], got min {ids.min()} and max {ids.max()}"
             )
         return self.weight[ids]
+
+
+class LayerNorm(Module):
+    """y = (x − μ) / √(σ² + eps) * weight + bias over the last axis of size n (as PyTorch's
+    `LayerNorm(n)`): μ and the biased σ² are the mean and variance of each row.
+
+    Parameters `weight (n,)` = 1 and `bias (n,)` = 0 (float32 until `module.to(...)`). See
+    `functional.layer_norm`.
+
+    >>> import numpy as np
+    >>> norm = LayerNorm(3)
+    >>> norm(np.array([[1.0, 2.0, 3.0]], np.float32)).data.round(4)
+    array([[-1.2247,  0.    ,  1.2247]], dtype=float32)
+    """
+
+    def __init__(self, n: int, eps: float = 1e-5) -> None:
+        self.n, self.eps = int(n), float(eps)
+        self.weight = Parameter(np.ones(self.n, np.float32))
+        self.bias = Parameter(np.zeros(self.n, np.float32))
+
+    def forward(self, x: Any) -> Tensor:
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if x.dtype.kind != "f":
+            x = Tensor(x.data.astype(self.weight.dtype))
+        if x.shape[-1:] != (self.n,):
+            raise ValueError(
+                f"LayerNorm({self.n}): input of shape {x.shape} needs last dimension {self.n}"
+            )
+        check_float_input(self, x, self.weight)
+        return F.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class Dropout(Module):
+    """Inverted dropout with probability `p` in training mode, the identity in evaluation
+    mode: y = m ⊙ x with mᵢ = 1/(1 − p) or 0 (see `functional.dropout`).
+
+    A new `Dropout` is in training mode; it follows `module.train()` / `module.eval()` of
+    any module holding it. Masks come from the library generator (`tinygrad_seq.manual_seed`).
+
+    >>> import numpy as np
+    >>> drop = Dropout(0.5).eval()
+    >>> drop(np.ones(3, np.float32)).data
+    array([1., 1., 1.], dtype=float32)
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = F._check_p(p, "Dropout")
+        self.training = True
+
+    def forward(self, x: Any) -> Tensor:
+        return F.dropout(x, self.p, self.training)

@@ -44,7 +44,6 @@ class LSTMCell(Cell):
     """
 
     state_parts = 2
-    reference_parameter = "W_u"
 
     def __init__(
         self,
@@ -68,7 +67,7 @@ class LSTMCell(Cell):
         self.p_o = bias(n_a) if peephole else None
 
     def forward(self, x: Any, state: Any = None) -> tuple[Tensor, Tensor]:
-        x, (a_prev, c_prev) = self._prepare(x, state)
+        x, (a_prev, c_prev) = self.check_step(x, state)
         ax = concat([a_prev, x], axis=-1)  # [a<t-1>, x<t>]
         c_tilde = (ax @ self.W_c.T + self.b_c).tanh()  # c̃<t>
         gamma_u = self._gate(self.W_u, self.p_u, self.b_u, ax, c_prev)  # Γ_u

@@ -9,6 +9,7 @@ tuple of either. Names are dotted paths in attribute order, lists numbered as in
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,6 +87,13 @@ class Module:
             stack.extend(reversed(pending))
 
     def parameters(self) -> list[Parameter]:
+        """Every parameter, in `named_parameters()` order: what an optimiser is given.
+
+        Warns (`UserWarning`, once per class) about a float `Tensor` attribute that is not a
+        `Parameter` and requires no grad: it is left out of this list, so it would never be
+        trained. Keep a constant as a NumPy array, or under a name starting with `_`.
+        """
+        _warn_untrained_tensors(self)
         return [p for _, p in self.named_parameters()]
 
     def modules(self) -> Iterator[Module]:
@@ -169,6 +177,42 @@ class Module:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}{tuple(p.shape)}" for n, p in self.named_parameters())
         return f"{type(self).__name__}({shapes})"
+
+
+_warned_classes: set[type] = set()
+
+
+def _warn_untrained_tensors(root: Module) -> None:
+    """The check behind `parameters()`'s warning. It lives there, not in the cells' steps or
+    `Recurrent`, because `parameters()` is where a plain Tensor silently drops out: the
+    optimiser is built from it, for every kind of module, once, before training starts."""
+    for module in root.modules():
+        cls = type(module)
+        if cls in _warned_classes:
+            continue
+        for name, value in vars(module).items():
+            if name.startswith("_"):
+                continue
+            items = value if isinstance(value, list | tuple) else (value,)
+            for i, item in enumerate(items):
+                if (
+                    isinstance(item, Tensor)
+                    and not isinstance(item, Parameter)
+                    and item.dtype.kind == "f"
+                    and not item.requires_grad
+                ):
+                    where = f"{name}.{i}" if items is value else name
+                    _warned_classes.add(cls)
+                    warnings.warn(
+                        f"{cls.__name__}.{where} is a Tensor {item.shape}, not a Parameter: it "
+                        f"is not in parameters(), so it would never be trained; wrap it in "
+                        f"Parameter(...) (or keep a constant as a NumPy array)",
+                        UserWarning,
+                        stacklevel=3,
+                    )
+                    break
+            if cls in _warned_classes:
+                break
 
 
 def check_float_input(module: Module, x: Tensor, like: Tensor) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor, concat, stack, unstack, where
-from ..random import default_rng
+from . import functional as F
 from .cell import State, state_output
 from .fused import fused_steps
 from .module import Module
@@ -94,10 +94,37 @@ class Recurrent(Module):
     ((2, 5, 4), (2, 4))
     >>> bool((outputs.data[1, 2:] == 0).all())
     True
+
+    Variational (time-locked) dropout, as in Gal & Ghahramani (2016), in training mode only
+    (`module.train()`, the default; `module.eval()` turns it off): one inverted-dropout mask
+    per sequence, drawn once per call and shared by every time step,
+
+        x̃<t>   = m_x ⊙ x<t>       m_x (B, n_x), with `input_dropout` (Keras's `dropout`)
+        ã<t-1> = m_a ⊙ a<t-1>     m_a (B, n_a), with `recurrent_dropout` (Keras's name)
+
+    the same m for every t, each entry 1/(1 − p) with probability 1 − p, else 0. The cell
+    then steps on (x̃<t>, ã<t-1>). For a state tuple the mask acts on its first part only,
+    so an LSTM's a<t-1> is dropped and its memory c<t-1> is not. For a cell whose state is
+    its memory (the GRU's c<t-1>, which feeds both the gates and the carry (1 − Γ_u) c<t-1>),
+    the masked units start the step from 0. Masks come from the library generator
+    (`tinygrad_seq.manual_seed`), m_x drawn before m_a.
+
+    At the first step, the state the cell returns is checked against the state it was given
+    (one Tensor or a tuple of the same length, each part `(B, n_a)` in the initial state's
+    dtype); a mismatch raises an error naming the cell.
     """
 
-    def __init__(self, cell: Any, reverse: bool = False) -> None:
+    def __init__(
+        self,
+        cell: Any,
+        reverse: bool = False,
+        *,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+    ) -> None:
         self.cell, self.reverse = cell, reverse
+        self.input_dropout = F._check_p(input_dropout, "Recurrent", "input_dropout")
+        self.recurrent_dropout = F._check_p(recurrent_dropout, "Recurrent", "recurrent_dropout")
 
     def forward(
         self, x: Any, state: State | None = None, lengths: Any = None
@@ -106,10 +133,23 @@ class Recurrent(Module):
         B, T = x.shape[:2]
         lengths = check_lengths(lengths, B, T)
         state = self.cell.init_state(B) if state is None else state
+        dropping = self.training and (self.input_dropout > 0.0 or self.recurrent_dropout > 0.0)
+        if dropping and self.input_dropout > 0.0:  # x̃<t> = m_x ⊙ x<t>, one m_x for every t
+            m_x = F.dropout_mask((B, x.shape[2]), self.input_dropout, x.dtype)
+            x = x * m_x[:, None, :]
+        m_a = None
+        if dropping and self.recurrent_dropout > 0.0:
+            a0 = state_output(state)
+            m_a = F.dropout_mask(tuple(a0.shape), self.recurrent_dropout, a0.dtype)
         step = self._steps(x, state)
         outputs: list[Any] = [None] * T
+        first = True
         for t in reversed(range(T)) if self.reverse else range(T):
-            new_state = step(t, state)  # = self.cell(x[:, t], state)
+            # = self.cell(x[:, t], state), with ã<t-1> = m_a ⊙ a<t-1> under recurrent dropout
+            new_state = step(t, state if m_a is None else _mask_output(state, m_a))
+            if first:  # once per call: the cell's returned state has the given structure
+                _check_returned_state(self.cell, new_state, state, B)
+                first = False
             if lengths is None:
                 state = new_state
                 outputs[t] = state_output(state)
@@ -127,6 +167,59 @@ class Recurrent(Module):
             return fused
         xs = unstack(x, axis=1)  # one node for all x<t>, not a slice node per step
         return lambda t, state: self.cell(xs[t], state)
+
+
+def _mask_output(state: Any, mask: np.ndarray) -> Any:
+    """The state with its output part a<t-1> (the state, or `state[0]`) multiplied by mask."""
+    if isinstance(state, Tensor | np.ndarray):
+        return state * mask
+    return (state[0] * mask, *state[1:])
+
+
+def _describe_state(state: Any) -> str:
+    if isinstance(state, Tensor | np.ndarray):
+        return f"a Tensor of shape {tuple(state.shape)} and dtype {state.dtype}"
+    if isinstance(state, tuple | list):
+        parts = ", ".join(
+            f"{tuple(p.shape)} {p.dtype}" if hasattr(p, "dtype") else type(p).__name__
+            for p in state
+        )
+        return f"a tuple of {len(state)} ({parts})"
+    return f"a {type(state).__name__}"
+
+
+def _check_returned_state(cell: Any, new: Any, old: Any, batch: int) -> None:
+    """Raise naming the cell when the state it returned does not match the one it was given:
+    one Tensor or a tuple of the same length (else `TypeError`), each part (B, n_a) (else
+    `ValueError`) in the given part's dtype (else `TypeError`)."""
+    single = isinstance(old, Tensor | np.ndarray)
+    old_parts = [old] if single else list(old)
+    n_a = getattr(cell, "hidden_size", None)
+    error: type[Exception] | None = None
+    if single and not isinstance(new, Tensor | np.ndarray):
+        error = TypeError
+    elif not single and not (isinstance(new, tuple | list) and len(new) == len(old_parts)):
+        error = TypeError
+    else:
+        for given, got in zip(old_parts, [new] if single else new, strict=True):
+            shape = (batch, n_a) if n_a is not None else tuple(given.shape)
+            if not isinstance(got, Tensor | np.ndarray) or got.dtype != given.dtype:
+                error = TypeError
+            elif tuple(got.shape) != shape and error is None:
+                error = ValueError
+    if error is None:
+        return
+    n_a_text = "n_a" if n_a is None else str(n_a)
+    dtypes = ", ".join(str(p.dtype) for p in old_parts)
+    want = (
+        f"a Tensor of shape ({batch}, {n_a_text}) and dtype {dtypes}"
+        if single
+        else f"a tuple of {len(old_parts)} Tensors ({batch}, {n_a_text}) of dtypes ({dtypes})"
+    )
+    raise error(
+        f"Recurrent({type(cell).__name__}): the cell's first step returned "
+        f"{_describe_state(new)}; expected {want}, like the state it was given"
+    )
 
 
 class Bidirectional(Module):
@@ -160,16 +253,23 @@ class Bidirectional(Module):
 class Stacked(Module):
     """A deep RNN: layer l's outputs a^[l]<t> are the inputs x<t> of layer l + 1.
 
-    `Stacked(layers, dropout=0.0)`; each layer is a cell (unrolled forwards) or a
-    `Recurrent`/`Bidirectional` module. `forward(x, states=None, lengths=None) ->
-    (outputs, final_states)`: outputs are the last layer's `(B, T, n_a)`, `final_states`
-    a list with each layer's final state; `states` optionally gives each layer's initial
-    state (a list, `None` entries meaning zeros).
+    `Stacked(layers, dropout=0.0, *, input_dropout=0.0, recurrent_dropout=0.0)`; each layer
+    is a cell (unrolled forwards) or a `Recurrent`/`Bidirectional` module. `forward(x,
+    states=None, lengths=None) -> (outputs, final_states)`: outputs are the last layer's
+    `(B, T, n_a)`, `final_states` a list with each layer's final state; `states` optionally
+    gives each layer's initial state (a list, `None` entries meaning zeros).
 
     Dropout with probability `dropout` acts on the outputs between layers (never on the
-    last layer's, never across time steps), only in training mode (`module.train()`), as
-    inverted dropout: kept values are scaled by 1/(1 − dropout), so evaluation needs no
-    rescaling. Masks are drawn from the library generator (`tinygrad_seq.manual_seed`).
+    last layer's), a fresh mask at every time step (PyTorch's `dropout` of a deep RNN), only
+    in training mode (`module.train()`), as inverted dropout (`functional.dropout`): kept
+    values are scaled by 1/(1 − dropout), so evaluation needs no rescaling.
+
+    `input_dropout` and `recurrent_dropout` are the variational, time-locked dropout of
+    every layer's cell (Keras's `dropout` and `recurrent_dropout`, see `Recurrent`): one
+    mask per sequence on each layer's x<t>, one on its a<t-1>, shared by all time steps.
+    They apply to the layers given as cells or `Bidirectional` pairs; a `Recurrent` layer
+    keeps its own options. Masks are drawn from the library generator
+    (`tinygrad_seq.manual_seed`).
 
     `Stacked.build("lstm", n_x, n_a, num_layers=2)` builds the layers for you.
 
@@ -181,45 +281,61 @@ class Stacked(Module):
     ((2, 5, 8), ['layers.0.W_u', 'layers.0.W_r'])
     """
 
-    def __init__(self, layers: Sequence[Any], dropout: float = 0.0) -> None:
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Stacked: dropout must lie in [0, 1), got {dropout}")
+    def __init__(
+        self,
+        layers: Sequence[Any],
+        dropout: float = 0.0,
+        *,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+    ) -> None:
         if len(layers) == 0:
             raise ValueError("Stacked needs at least one layer")
-        self.layers, self.dropout = list(layers), float(dropout)
+        self.layers = list(layers)
+        self.dropout = F._check_p(dropout, "Stacked", "dropout")
+        self.input_dropout = F._check_p(input_dropout, "Stacked", "input_dropout")
+        self.recurrent_dropout = F._check_p(recurrent_dropout, "Stacked", "recurrent_dropout")
 
     @classmethod
     def build(
         cls,
-        cell: str,
+        cell: str | Callable[..., Any],
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
         dropout: float = 0.0,
         bidirectional: bool = False,
         rng: np.random.Generator | None = None,
+        *,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         **cell_kwargs: Any,
     ) -> Stacked:
-        """`num_layers` cells of kind `"rnn"`, `"gru"` or `"lstm"` (bidirectional layers if
-        asked: each layer's input is then both directions' outputs, 2·n_a features)."""
-        from .gru import GRUCell
-        from .lstm import LSTMCell
-        from .rnn import RNNCell
+        """`num_layers` cells (bidirectional layers if asked: each layer's input is then both
+        directions' outputs, 2·n_a features). `cell` is a kind of `nn.kinds.CELL_KINDS`
+        (`"rnn"`, `"gru"`, `"lstm"`), a cell class, or any factory `(input_size,
+        hidden_size) -> cell`; `rng` and `cell_kwargs` are passed on to it (`rng` only when
+        given, for a class or factory)."""
+        from .kinds import cell_factory
 
-        kinds = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
-        if cell not in kinds:
-            raise ValueError(f"Stacked.build: cell must be one of {sorted(kinds)}, got {cell!r}")
-        make = kinds[cell]
+        make = cell_factory(cell, "Stacked.build")
+        if isinstance(cell, str) or rng is not None:
+            cell_kwargs = {"rng": rng, **cell_kwargs}
         layers: list[Any] = []
         for layer in range(num_layers):
             n_in = input_size if layer == 0 else hidden_size * (2 if bidirectional else 1)
             if bidirectional:
-                forward_cell = make(n_in, hidden_size, rng=rng, **cell_kwargs)
-                backward_cell = make(n_in, hidden_size, rng=rng, **cell_kwargs)
+                forward_cell = make(n_in, hidden_size, **cell_kwargs)
+                backward_cell = make(n_in, hidden_size, **cell_kwargs)
                 layers.append(Bidirectional(forward_cell, backward_cell))
             else:
-                layers.append(make(n_in, hidden_size, rng=rng, **cell_kwargs))
-        return cls(layers, dropout=dropout)
+                layers.append(make(n_in, hidden_size, **cell_kwargs))
+        return cls(
+            layers,
+            dropout=dropout,
+            input_dropout=input_dropout,
+            recurrent_dropout=recurrent_dropout,
+        )
 
     def forward(
         self, x: Any, states: Sequence[Any] | None = None, lengths: Any = None
@@ -228,11 +344,36 @@ class Stacked(Module):
             raise ValueError(f"Stacked: {len(self.layers)} layers but {len(states)} initial states")
         finals = []
         for i, layer in enumerate(self.layers):
-            if i > 0 and self.training and self.dropout > 0.0:
-                keep = default_rng().random(x.shape) >= self.dropout
-                x = x * (keep / (1.0 - self.dropout)).astype(x.dtype)
-            unroll = layer if isinstance(layer, Recurrent | Bidirectional) else Recurrent(layer)
+            if i > 0:
+                x = F.dropout(x, self.dropout, self.training)
             state = None if states is None else states[i]
-            x, final = unroll(x, state=state, lengths=lengths)
+            if isinstance(layer, Bidirectional) and self._variational():
+                x, final = self._bidirectional(layer, x, state, lengths)
+            else:
+                layered = isinstance(layer, Recurrent | Bidirectional)
+                unroll = layer if layered else self._unroll(layer)
+                x, final = unroll(x, state=state, lengths=lengths)
             finals.append(final)
         return x, finals
+
+    def _variational(self) -> bool:
+        return self.input_dropout > 0.0 or self.recurrent_dropout > 0.0
+
+    def _unroll(self, cell: Any, reverse: bool = False) -> Recurrent:
+        unroll = Recurrent(
+            cell,
+            reverse,
+            input_dropout=self.input_dropout,
+            recurrent_dropout=self.recurrent_dropout,
+        )
+        unroll.training = self.training
+        return unroll
+
+    def _bidirectional(
+        self, layer: Bidirectional, x: Any, state: Any, lengths: Any
+    ) -> tuple[Tensor, tuple[Any, Any]]:
+        """`layer(x, lengths, state)` with each direction's own variational masks."""
+        state_f, state_b = (None, None) if state is None else state
+        out_f, final_f = self._unroll(layer.forward_cell)(x, state_f, lengths)
+        out_b, final_b = self._unroll(layer.backward_cell, reverse=True)(x, state_b, lengths)
+        return concat([out_f, out_b], axis=-1), (final_f, final_b)

@@ -33,8 +33,6 @@ class RNNCell(Cell):
     (2, 4)
     """
 
-    reference_parameter = "W_aa"
-
     def __init__(
         self,
         input_size: int,
@@ -52,7 +50,7 @@ class RNNCell(Cell):
         self.b_a = bias(hidden_size)
 
     def forward(self, x: Any, state: Any = None) -> Tensor:
-        x, (a_prev,) = self._prepare(x, state)
+        x, (a_prev,) = self.check_step(x, state)
         z = a_prev @ self.W_aa.T + x @ self.W_ax.T + self.b_a  # W_aa a<t-1> + W_ax x<t> + b_a
         a = z.tanh() if self.nonlinearity == "tanh" else z.relu()  # a<t> = g(·)
         return a
