@@ -90,8 +90,8 @@ class LayerNorm(Module):
 
     def __init__(self, n: int, eps: float = 1e-5) -> None:
         self.n, self.eps = int(n), float(eps)
-        self.weight = Parameter(np.ones(self.n, np.float32))
-        self.bias = Parameter(np.zeros(self.n, np.float32))
+        self.weight = Parameter(init.ones((self.n,)))
+        self.bias = Parameter(init.zeros((self.n,)))
 
     def forward(self, x: Any) -> Tensor:
         x = x if isinstance(x, Tensor) else Tensor(x)

@@ -179,7 +179,7 @@ class Module:
         return f"{type(self).__name__}({shapes})"
 
 
-_warned_classes: set[type] = set()
+_checked_classes: set[type] = set()  # each class is looked at once: the warning is per class
 
 
 def _warn_untrained_tensors(root: Module) -> None:
@@ -188,31 +188,37 @@ def _warn_untrained_tensors(root: Module) -> None:
     optimiser is built from it, for every kind of module, once, before training starts."""
     for module in root.modules():
         cls = type(module)
-        if cls in _warned_classes:
+        if cls in _checked_classes:
             continue
-        for name, value in vars(module).items():
-            if name.startswith("_"):
-                continue
-            items = value if isinstance(value, list | tuple) else (value,)
-            for i, item in enumerate(items):
-                if (
-                    isinstance(item, Tensor)
-                    and not isinstance(item, Parameter)
-                    and item.dtype.kind == "f"
-                    and not item.requires_grad
-                ):
-                    where = f"{name}.{i}" if items is value else name
-                    _warned_classes.add(cls)
-                    warnings.warn(
-                        f"{cls.__name__}.{where} is a Tensor {item.shape}, not a Parameter: it "
-                        f"is not in parameters(), so it would never be trained; wrap it in "
-                        f"Parameter(...) (or keep a constant as a NumPy array)",
-                        UserWarning,
-                        stacklevel=3,
-                    )
-                    break
-            if cls in _warned_classes:
-                break
+        _checked_classes.add(cls)
+        found = _untrained_tensor(module)
+        if found is not None:
+            where, shape = found
+            warnings.warn(
+                f"{cls.__name__}.{where} is a Tensor {shape}, not a Parameter: it is not in "
+                "parameters(), so it would never be trained; wrap it in Parameter(...) (or "
+                "keep a constant as a NumPy array)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def _untrained_tensor(module: Module) -> tuple[str, tuple[int, ...]] | None:
+    """(attribute name, shape) of the first float Tensor attribute that is not a Parameter
+    and requires no grad, names starting with `_` skipped."""
+    for name, value in vars(module).items():
+        if name.startswith("_"):
+            continue
+        items = value if isinstance(value, list | tuple) else (value,)
+        for i, item in enumerate(items):
+            if (
+                isinstance(item, Tensor)
+                and not isinstance(item, Parameter)
+                and item.dtype.kind == "f"
+                and not item.requires_grad
+            ):
+                return (f"{name}.{i}" if items is value else name), item.shape
+    return None
 
 
 def check_float_input(module: Module, x: Tensor, like: Tensor) -> None:

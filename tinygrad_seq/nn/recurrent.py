@@ -244,9 +244,20 @@ class Bidirectional(Module):
     def forward(
         self, x: Any, lengths: Any = None, state: tuple[Any, Any] | None = None
     ) -> tuple[Tensor, tuple[State, State]]:
+        return self.run(x, lengths, state, lambda cell, reverse: Recurrent(cell, reverse))
+
+    def run(
+        self,
+        x: Any,
+        lengths: Any,
+        state: tuple[Any, Any] | None,
+        unroll: Callable[[Any, bool], Recurrent],
+    ) -> tuple[Tensor, tuple[State, State]]:
+        """`forward`, each direction unrolled by `unroll(cell, reverse)` (a `Stacked` passes
+        one that carries its variational dropout)."""
         state_f, state_b = (None, None) if state is None else state
-        out_f, final_f = Recurrent(self.forward_cell)(x, state_f, lengths)
-        out_b, final_b = Recurrent(self.backward_cell, reverse=True)(x, state_b, lengths)
+        out_f, final_f = unroll(self.forward_cell, False)(x, state_f, lengths)
+        out_b, final_b = unroll(self.backward_cell, True)(x, state_b, lengths)
         return concat([out_f, out_b], axis=-1), (final_f, final_b)
 
 
@@ -348,7 +359,7 @@ class Stacked(Module):
                 x = F.dropout(x, self.dropout, self.training)
             state = None if states is None else states[i]
             if isinstance(layer, Bidirectional) and self._variational():
-                x, final = self._bidirectional(layer, x, state, lengths)
+                x, final = layer.run(x, lengths, state, self._unroll)
             else:
                 layered = isinstance(layer, Recurrent | Bidirectional)
                 unroll = layer if layered else self._unroll(layer)
@@ -368,12 +379,3 @@ class Stacked(Module):
         )
         unroll.training = self.training
         return unroll
-
-    def _bidirectional(
-        self, layer: Bidirectional, x: Any, state: Any, lengths: Any
-    ) -> tuple[Tensor, tuple[Any, Any]]:
-        """`layer(x, lengths, state)` with each direction's own variational masks."""
-        state_f, state_b = (None, None) if state is None else state
-        out_f, final_f = self._unroll(layer.forward_cell)(x, state_f, lengths)
-        out_b, final_b = self._unroll(layer.backward_cell, reverse=True)(x, state_b, lengths)
-        return concat([out_f, out_b], axis=-1), (final_f, final_b)
