@@ -5,7 +5,8 @@ fused recurrent-cell gate kernels; property tests hold every kernel to its refer
 random shapes and values in float32 and float64. Set the environment variable
 `TINYGRAD_SEQ_KERNELS=numpy` (or call `use_reference_kernels(True)`) to run the engine on
 the references alone. Numba is imported and each kernel compiled on first use, never at
-import, and compiled code is cached on disk (`cache=True`).
+import, and compiled code is cached on disk (`cache=True`) under `cache.cache_dir()`, outside the
+installed package.
 
 float32 kernels compute tanh with a rational approximation (|error| ≤ 3.5e-7, relative near
 0, see `tanh32`), because without Intel's SVML Numba turns `math.tanh`/`math.exp` into scalar
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from . import cache
 
 _use_reference = os.environ.get("TINYGRAD_SEQ_KERNELS", "numba").lower() == "numpy"
 
@@ -54,6 +57,7 @@ def _compile(py_func: Callable[..., Any]) -> Any:
 
     module = globals()
     if not module.get("_helpers_ready"):
+        cache.install_locator()  # compiled kernels are cached outside the package (cache.py)
         for name in _SCALAR_HELPERS:  # kernels resolve these globals when they compile
             module[name] = numba.njit(cache=True)(module[name])
         _register_activation_overloads()
