@@ -8,7 +8,7 @@ and Python imports it as a namespace package that shadows the real one.
 
 So the kernels of this package are cached under `cache_dir()`:
 `$TINYGRAD_SEQ_CACHE_DIR` if set, else `$XDG_CACHE_HOME/tinygrad_seq` or
-`~/.cache/tinygrad_seq`, in a folder per package, Numba and Python version. The locator is
+`~/.cache/tinygrad_seq`, in a folder per Numba and Python version. The locator is
 registered with Numba when the first kernel compiles (never at import) and claims only
 source files inside this package; other libraries' caches are untouched. If the folder
 cannot be written, Numba's own locators take over, as before.
@@ -45,10 +45,8 @@ def install_locator() -> None:
 def _locator_class(caching: Any) -> type:
     import numba
 
-    from .. import __version__
-
-    version = f"tinygrad_seq-{__version__}-numba-{numba.__version__}-py{sys.version_info[0]}"
-    version += str(sys.version_info[1])
+    # Numba checks each source file's hash itself; the folder only separates Numba and Python
+    version = f"numba-{numba.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
 
     class PackageCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
         """Numba cache files of this package's kernels, under `cache_dir()`."""
