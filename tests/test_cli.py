@@ -6,6 +6,7 @@ traceback, and leave an existing checkpoint byte-for-byte as it was.
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 
@@ -77,7 +78,8 @@ def test_train_without_arguments_uses_the_bundled_corpus(tmp_path, capsys, monke
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, ["train", "--hidden", "8", "--steps", "3", "--samples", "0"])
     assert code == 0, err
-    assert "bundled dinosaur names: 1,171 training and 130 held-out" in out
+    assert "bundled dinosaur names: 1,171 training sequences" in out
+    assert "held out: 130 of 1,301 lines (10%, drawn with seed 0)" in out
     assert load_checkpoint(tmp_path / "dinosaurs.npz").step == 3
 
 
@@ -140,7 +142,7 @@ def guarded_copy(trained, tmp_path):
         (b"  \n\n \n", "empty"),
         (b"abc\x00\x01\x02\xff", "binary"),
         (b"caf\xe9\nna\xefve\n", "not UTF-8"),
-        (b"abc\ndef\nghi\n", "too small.*batch-size"),
+        (b"abc\n", "too small: 4 tokens.*need at least 9.*batch-size 4"),
     ],
     ids=["missing", "empty", "blank", "binary", "latin-1", "smaller-than-a-batch"],
 )
@@ -293,4 +295,88 @@ def test_gradcheck_command_fails_on_a_wrong_gradient(capsys, monkeypatch):
         cli, "_gradcheck_cases", lambda: [("wrong", lambda: (ForgetsChainRule.apply, [x]))]
     )
     assert main(["gradcheck"]) == 1
-    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "FAIL"
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].split()[-1] == "FAIL"
+    assert err.strip().splitlines() == [
+        "error: 1 of 1 cases failed (atol 1e-05, rtol 0.001): wrong"
+    ]
+
+
+@pytest.mark.parametrize("argv", [["--atol", "nan"], ["--rtol", "-1"], ["--atol", "inf"]])
+def test_gradcheck_command_refuses_invalid_tolerances(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", *argv])
+    assert exit_info.value.code == 2
+    assert "a tolerance must be a finite number >= 0" in capsys.readouterr().err
+
+
+# ================================================================ running text, odd names, --out
+
+
+PROSE = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was "
+    "the age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it "
+    "was the season of Light, it was the season of Darkness, it was the spring of hope, it "
+    "was the winter of despair, we had everything before us, we had nothing before us, we "
+    "were all going direct to Heaven, we were all going direct the other way; in short, the "
+    "period was so far like the present period, that some of its noisiest authorities "
+    "insisted on its being received, for good or for evil, in the superlative degree of "
+    "comparison only. There were a king with a large jaw and a queen with a plain face."
+)
+
+
+def test_running_text_on_one_line_trains_and_says_how_it_was_split(tmp_path, capsys):
+    assert len(PROSE) > 600 and "\n" not in PROSE
+    corpus = tmp_path / "story.txt"
+    corpus.write_text(PROSE)
+    out_path = tmp_path / "story.npz"
+    code, out, err = run(capsys, ["train", str(corpus), *TINY, "--out", str(out_path)])
+    assert code == 0, err
+    head = out.splitlines()[:2]
+    n = len(PROSE) + 1  # the characters and one <EOS>
+    held = round(0.1 * n)
+    assert f"running text, {n - held:,} training tokens" in head[0]
+    assert head[1] == f"held out: the last {held} of {n} tokens of the stream (10%, by position)"
+    assert load_checkpoint(out_path).config["mode"] == "stream"
+
+
+def test_a_few_short_lines_train_as_running_text(tmp_path, capsys):
+    corpus = tmp_path / "few.txt"
+    corpus.write_text("abc\ndef\nghi\n")  # 3 lines cannot fill a batch of 4 and hold one out
+    code, out, err = run(capsys, ["train", str(corpus), *TINY, "--out", str(tmp_path / "m.npz")])
+    assert code == 0, err
+    assert "held out: the last 1 of 12 tokens of the stream" in out
+
+
+def test_a_corpus_name_that_is_not_utf8_trains_and_prints(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = os.fsdecode(b"caf\xe9.txt")
+    with open(name, "w") as f:
+        f.write("abc\ndef\nghij\nklm\nnop\nqrs\n" * 4)
+    code, out, err = run(capsys, ["train", name, *TINY])
+    assert code == 0, err
+    assert "caf\\udce9.txt" in out and os.path.exists(os.fsdecode(b"caf\xe9.npz"))
+
+
+@pytest.mark.parametrize("out", ["", "missing_dir/", "corpus"])
+def test_bad_out_is_refused_before_training(tmp_path, capsys, out):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc\ndef\nghij\nklm\nnop\nqrs\n" * 4)
+    before = corpus.read_bytes()
+    target = str(corpus) if out == "corpus" else f"{tmp_path}/{out}" if out else out
+    code, stdout, err = run(capsys, ["train", str(corpus), *TINY, "--out", target])
+    assert code == 1 and "step" not in stdout, stdout  # nothing trained
+    assert err.startswith("error: --out") and len(err.strip().splitlines()) == 1, err
+    assert corpus.read_bytes() == before
+
+
+def test_a_diverging_run_warns_and_reports_inf_perplexity(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc\ndef\nghij\nklm\nnop\nqrs\n" * 4)
+    argv = ["train", str(corpus), *TINY, "--out", str(tmp_path / "m.npz"), "--lr", "1e300"]
+    code, out, err = run(capsys, argv)
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if not line.startswith("step ")]
+    assert len(warned) == 1 and warned[0].startswith("warning: the training loss is nan"), err
+    code, out, err = run(capsys, ["eval", str(tmp_path / "m.npz"), str(corpus)])
+    assert code == 0 and out.startswith("perplexity nan"), (out, err)

@@ -11,6 +11,8 @@ import signal
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinygrad_seq
 from tinygrad_seq import no_grad
@@ -82,14 +84,34 @@ def tiny(cell: str = "lstm", layers: int = 1, input: str = "onehot", V: int = 7,
 
 
 def test_vocab_orders_by_frequency_then_text_with_specials_first():
-    v = Vocab.from_text("cab\nbc\nd\n")
-    # counts: b 2, c 2, a 1, d 1 -> ties broken by text
+    v = Vocab.from_lines(["cab", "bc", "d"])
+    # counts: b 2, c 2, a 1, d 1 -> ties broken by text; line ends are <EOS>, not tokens
     assert v.tokens == ["<EOS>", "<UNK>", "b", "c", "a", "d"]
     assert (v.eos_id, v.unk_id, len(v)) == (0, 1, 6)
     assert v.encode("abz") == [4, 2, 1]  # unseen 'z' -> <UNK>
     assert v.decode([3, 4, 0, 2]) == "cab"  # <EOS> dropped
-    assert v.encode("a\nb") == [4, 0, 2]  # a newline ends a sequence
     assert "\n" not in v.tokens
+
+
+def test_char_vocab_keeps_newlines_as_characters():
+    v = Vocab.from_text("abcdefgh \n")
+    s = "\nb dafaf bghg"
+    assert v.encode(s)[0] == v.tokens.index("\n") and len(v.encode(s)) == len(s)
+    assert v.decode(v.encode(s)) == s
+    # counts: a 1 ... and "\n" 2, "c" 2 in "c\nc\n" -> ties by text ("\n" < "c")
+    assert Vocab.from_text("c\nc\n").tokens == ["<EOS>", "<UNK>", "\n", "c"]
+    again = Vocab.from_array(v.to_array(), "char")
+    assert again == v
+
+
+@given(st.text(min_size=1, max_size=40), st.data())
+@settings(max_examples=60, deadline=None)
+def test_char_vocab_round_trips_every_string_of_its_characters(corpus, data):
+    v = Vocab.from_text(corpus)
+    s = data.draw(st.text(alphabet=sorted(set(corpus)), max_size=30))
+    ids = v.encode(s)
+    assert len(ids) == len(s) and v.unk_id not in ids and v.eos_id not in ids
+    assert v.decode(ids) == s
 
 
 def test_vocab_word_level_min_freq_and_round_trip():
@@ -218,7 +240,7 @@ def test_model_rejects_bad_settings():
 
 @pytest.fixture(scope="module")
 def vocab_and_model():
-    vocab = Vocab.from_text(NAMES)
+    vocab = Vocab.from_lines(NAMES.splitlines())
     model = LanguageModel(len(vocab), 12, "lstm", rng=np.random.default_rng(3))
     return vocab, model
 
@@ -301,7 +323,7 @@ def test_draw_follows_the_tempered_top_k_softmax():
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_kneser_ney_is_a_distribution_for_every_history(order):
-    vocab = Vocab.from_text(NAMES)
+    vocab = Vocab.from_lines(NAMES.splitlines())
     seqs = lmdata.encode_lines(vocab, NAMES.splitlines())
     lm = KneserNey(order, len(vocab)).fit(seqs)
     for history in ([], [2], [2, 3], [5, 9], [1, 1]):
@@ -311,7 +333,7 @@ def test_kneser_ney_is_a_distribution_for_every_history(order):
 
 
 def test_kneser_ney_orders_rank_as_expected_on_names():
-    vocab = Vocab.from_text(NAMES)
+    vocab = Vocab.from_lines(NAMES.splitlines())
     seqs = lmdata.encode_lines(vocab, NAMES.splitlines())
     train_seqs, held = seqs[:34], seqs[34:]
     ppl = [KneserNey(n, len(vocab)).fit(train_seqs).perplexity(held) for n in (1, 2, 3)]

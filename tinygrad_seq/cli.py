@@ -7,6 +7,7 @@ traceback, and exits 1.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -61,7 +62,22 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
             f"{name:<{width}}  {size:>6}  {worst_abs:>11.2e}  {worst_rel:>9.2e}  "
             f"{'pass' if ok else 'FAIL'}"
         )
-    return 0 if all(row[-1] for row in rows) else 1
+    failed = [row[0] for row in rows if not row[-1]]
+    if failed:
+        print(
+            f"error: {len(failed)} of {len(rows)} cases failed (atol {args.atol:g}, rtol "
+            f"{args.rtol:g}): {', '.join(failed)}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def tolerance(text: str) -> float:
+    """argparse type: a finite number >= 0, else a usage error."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"a tolerance must be a finite number >= 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="check every built-in cell against finite differences",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance")
-    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance")
+    p.add_argument("--atol", type=tolerance, default=1e-5, help="absolute tolerance (>= 0)")
+    p.add_argument("--rtol", type=tolerance, default=1e-3, help="relative tolerance (>= 0)")
     p.set_defaults(run=cmd_gradcheck)
     from .lm.commands import add_commands
     from .vanishing import add_command as add_vanishing
@@ -88,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     from .autograd.memory import tune_allocator

@@ -38,7 +38,9 @@ def seed_type(text: str) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add `train`, `sample` and `eval` to the `tinygrad-seq` parser."""
+    from .model import CELLS, INPUTS
     from .train import TrainConfig
+    from .vocab import LEVELS
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -46,12 +48,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="train a language model (default: characters of the bundled dinosaur names)",
         description=(
             "Train a recurrent language model on a UTF-8 corpus, one sequence per line (running "
-            "text, for --level word or lines longer than --bptt, is read in truncated-BPTT "
-            "windows). Shows progress, then the held-out perplexity beside Kneser-Ney bigram "
+            "text, for --level word, lines longer than --bptt or too few lines, is read in "
+            "truncated-BPTT windows). Shows progress, then the held-out perplexity beside "
+            "Kneser-Ney bigram "
             "and trigram baselines, and a few samples. The model (weights, vocabulary, "
             "settings, optimiser state) is saved to --out every --checkpoint-every steps, at "
-            "the end and on Ctrl-C; --resume continues it exactly. A corpus with fewer "
-            "training lines than --batch-size is refused (pass a smaller --batch-size)."
+            "the end and on Ctrl-C; --resume continues it exactly. A corpus with too few lines "
+            "to hold some out and fill a batch is read as running text, held out by position."
         ),
         formatter_class=_Help,
     )
@@ -65,12 +68,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     n, x = {"type": int, "metavar": "N"}, {"type": float, "metavar": "X"}
     seed = {"type": seed_type, "metavar": "N"}
     options = [
-        ("--level", {"choices": ["char", "word"]}, "tokens: characters, or words split at spaces"),
+        ("--level", {"choices": list(LEVELS)}, "tokens: characters, or words split at spaces"),
         ("--min-freq", n, "rarer tokens become <UNK> (default: 1 for char, 2 for word level)"),
-        ("--cell", {"choices": ["rnn", "gru", "lstm"]}, "recurrent cell"),
+        ("--cell", {"choices": list(CELLS)}, "recurrent cell"),
         ("--hidden", n, "hidden size n_a"),
         ("--layers", n, "stacked recurrent layers"),
-        ("--input", {"choices": ["onehot", "embedding"]}, "how x<t> = y<t-1> enters the cell"),
+        ("--input", {"choices": list(INPUTS)}, "how x<t> = y<t-1> enters the cell"),
         ("--embedding-dim", n, "size of x<t> with --input embedding (default: min(hidden, 64))"),
         ("--dropout", x, "dropout on each layer's a<t> on its way up (training only)"),
         ("--steps", n, "total optimiser steps"),
@@ -81,7 +84,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ("--clip", x, "gradient clipping threshold"),
         ("--clip-mode", {"choices": ["norm", "value"]}, "clip the global norm, or each element"),
         ("--seed", seed, "seed of initialisation, held-out split, batch order, dropout, samples"),
-        ("--heldout", x, "fraction of lines held out for the perplexity report"),
+        ("--heldout", x, "fraction held out for the perplexity report (of the lines, or "
+         "the end of running text)"),
         ("--checkpoint-every", n, "steps between checkpoints"),
         ("--samples", n, "samples printed at the end"),
         ("--out", {"metavar": "PATH"}, "checkpoint file (default: CORPUS's name with .npz in the "
@@ -130,12 +134,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import dataclasses
 
+    import numpy as np
+
     from .train import TrainConfig, train
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     explicit = set(args.explicit) | ({"corpus"} if args.corpus is not None else set())
-    result = train(config, resume=args.resume, explicit=explicit)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # train warns once
+        result = train(config, resume=args.resume, explicit=explicit)
     return 130 if result.interrupted else 0
 
 

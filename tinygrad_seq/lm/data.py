@@ -74,19 +74,36 @@ def corpus_lines(text: str, level: str) -> list[str]:
     return [line for line in split_lines(text) if tokenize(line, level)]
 
 
-def choose_mode(lines: list[str], level: str, bptt: int) -> str:
-    """`"stream"` for word level or when a line (plus `<EOS>`) is longer than a BPTT window."""
+def choose_mode(
+    lines: list[str], level: str, bptt: int, heldout: float = 0.1, batch_size: int = 1
+) -> str:
+    """`"lines"` when every line (plus `<EOS>`) fits a BPTT window and there are enough lines
+    to hold some out and fill a batch with the rest; `"stream"` otherwise (always at word
+    level): running text, held out by position in the token stream.
+
+    >>> choose_mode(["abc", "de", "f"], "char", bptt=8)
+    'lines'
+    >>> choose_mode(["one long paragraph of running text"], "char", bptt=8)
+    'stream'
+    """
     if level == "word":
         return "stream"
     longest = max((len(tokenize(line, level)) for line in lines), default=0)
-    return "stream" if longest + 1 > bptt else "lines"
+    if longest + 1 > bptt or len(lines) < 2:
+        return "stream"
+    return "lines" if len(lines) - _held_count(len(lines), heldout) >= batch_size else "stream"
+
+
+def _held_count(n: int, fraction: float) -> int:
+    """How many of `n` lines or tokens are held out: `fraction` of them, at least 1."""
+    return min(max(1, round(fraction * n)), n - 1)
 
 
 def split_heldout(
-    lines: list[str], fraction: float, seed: int, mode: str
+    lines: list[str], fraction: float, seed: int, mode: str = "lines"
 ) -> tuple[list[str], list[str]]:
-    """(training, held-out) lines: a seeded random `fraction` of the lines, or for a stream
-    the last `fraction` (so running text stays contiguous). At least one line each side."""
+    """(training, held-out) lines: a seeded random `fraction` of the lines (for `"lines"`),
+    or the last `fraction` of them (`"stream"`). At least one line each side."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the held-out fraction must lie in (0, 1), got {fraction}")
     if len(lines) < 2:
@@ -94,13 +111,66 @@ def split_heldout(
             f"corpus too small: {len(lines)} non-blank line(s); need at least 2 "
             "(one to train on, one held out)"
         )
-    n_held = min(max(1, round(fraction * len(lines))), len(lines) - 1)
+    n_held = _held_count(len(lines), fraction)
     if mode == "stream":
         return lines[: len(lines) - n_held], lines[len(lines) - n_held :]
     order = np.random.default_rng(seed).permutation(len(lines))
     held = set(order[:n_held].tolist())
     train = [line for i, line in enumerate(lines) if i not in held]
     return train, [lines[i] for i in sorted(held)]
+
+
+@dataclass
+class StreamSplit:
+    """Running text cut by position: the token strings before and after the cut (`None`
+    stands for `<EOS>`, the end of each line), and the lines wholly on each side."""
+
+    train: list[str | None]
+    heldout: list[str | None]
+    train_lines: list[str]
+    heldout_lines: list[str]
+
+    def encode(self, vocab: Vocab) -> tuple[list[int], list[int]]:
+        """(training ids, held-out ids)."""
+        return _stream_ids(vocab, self.train), _stream_ids(vocab, self.heldout)
+
+
+def split_stream(lines: list[str], level: str, fraction: float, batch_size: int) -> StreamSplit:
+    """Hold out the last `fraction` of the token stream (each line's tokens, then `<EOS>`).
+
+    The training part must fill `batch_size` rows of at least 2 tokens (one truncated-BPTT
+    window) and one token must be held out; a smaller corpus is a `CorpusError` that says
+    how many tokens it has and how many it needs.
+
+    >>> s = split_stream(["abcdefghi"], "char", 0.2, batch_size=2)
+    >>> "".join(t or "$" for t in s.train), "".join(t or "$" for t in s.heldout)
+    ('abcdefgh', 'i$')
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must lie in (0, 1), got {fraction}")
+    tokens: list[str | None] = []
+    ends: list[int] = []  # the stream position after each line's <EOS>
+    for line in lines:
+        tokens.extend(tokenize(line, level))
+        tokens.append(None)
+        ends.append(len(tokens))
+    need = 2 * batch_size + 1
+    if len(tokens) < need:
+        raise CorpusError(
+            f"corpus too small: {len(tokens)} tokens (with one <EOS> per line); need at least "
+            f"{need} (2 per row for --batch-size {batch_size}, and 1 held out); pass a "
+            "smaller --batch-size or a larger corpus"
+        )
+    cut = len(tokens) - max(1, round(fraction * len(tokens)))
+    cut = min(cut, len(tokens) - 1)
+    cut = max(cut, 2 * batch_size)
+    whole = sum(1 for e in ends if e <= cut)
+    return StreamSplit(tokens[:cut], tokens[cut:], lines[:whole], lines[whole:])
+
+
+def _stream_ids(vocab: Vocab, tokens: list[str | None]) -> list[int]:
+    ids = vocab.encode_tokens("" if t is None else t for t in tokens)
+    return [vocab.eos_id if t is None else i for t, i in zip(tokens, ids, strict=True)]
 
 
 def encode_lines(vocab: Vocab, lines: list[str]) -> list[list[int]]:

@@ -241,7 +241,18 @@ def perplexity(model: LanguageModel, ids: Any, lengths: Any = None, batch_size: 
                 padded[b, : len(s)] = s
             nll -= float(model.log_prob(padded, size).data.astype(np.float64).sum())
             tokens += int(size.sum())
-    return math.exp(nll / tokens)
+    return perplexity_of(nll, tokens)
+
+
+def perplexity_of(nll: float, tokens: int) -> float:
+    """exp(nll / tokens), the per-token perplexity; `inf` where it overflows a float (a
+    diverged model) and `nan` for a NaN loss, never an `OverflowError`.
+
+    >>> round(perplexity_of(2 * math.log(3.0), 2), 6), perplexity_of(1e6, 1)
+    (3.0, inf)
+    """
+    mean = nll / tokens
+    return math.inf if mean > 709.0 else math.exp(mean)  # exp(709.8) is the largest float
 
 
 def stream_perplexity(model: LanguageModel, stream: list[int], window: int = 256) -> float:
@@ -258,7 +269,7 @@ def stream_perplexity(model: LanguageModel, stream: list[int], window: int = 256
             log_p = logits.log_softmax(axis=-1).data[0]
             nll -= float(log_p[np.arange(chunk.shape[1]), chunk[0]].astype(np.float64).sum())
             state, first = [detach_state(s) for s in state], chunk[:, -1]
-    return math.exp(nll / ids.shape[1])
+    return perplexity_of(nll, ids.shape[1])
 
 
 @contextlib.contextmanager

@@ -21,6 +21,8 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
+from .model import perplexity_of
+
 _START = -1  # the left-padding symbol; never predicted
 
 
@@ -96,7 +98,7 @@ class KneserNey:
             tokens += len(seq)
         if tokens == 0:
             raise ValueError("perplexity of an empty set of sequences")
-        return math.exp(nll / tokens)
+        return perplexity_of(nll, tokens)
 
 
 def _ney_discount(level: dict[tuple[int, ...], Counter[int]]) -> float:

@@ -143,6 +143,7 @@ class _Data:
     heldout_seqs: list[list[int]]
     digest: str
     name: str
+    split: str  # how the held-out part was chosen, for the report
 
 
 def train(
@@ -162,6 +163,9 @@ def train(
     config.validate()
     out = config.out_path()
     check_writable(out)
+    corpus = data.bundled_corpus_path() if config.corpus is None else config.corpus
+    if os.path.exists(out) and os.path.exists(corpus) and os.path.samefile(out, corpus):
+        raise ValueError(f"--out {out} is the corpus itself; refusing to overwrite it")
     ckpt = None
     if resume:
         ckpt = _load_for_resume(out)
@@ -212,6 +216,8 @@ def train(
 def check_writable(path: str) -> None:
     """`PermissionError`/`FileNotFoundError` now, rather than after training, if `path`
     cannot be written (a missing or read-only folder, or a folder in the file's place)."""
+    if path == "" or path.endswith((os.sep, "/")):
+        raise ValueError(f"--out {path!r} names no file; give a file name such as model.npz")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(f"--out {path} is a directory; give a file name")
@@ -262,23 +268,36 @@ def _prepare(config: TrainConfig, text: str, vocab: Vocab | None) -> _Data:
     lines = data.corpus_lines(text, config.level)
     if not lines:
         raise data.CorpusError("the corpus has no tokens")
-    mode = data.choose_mode(lines, config.level, config.bptt)
-    train_lines, heldout_lines = data.split_heldout(lines, config.heldout, config.seed, mode)
-    if vocab is None:
-        min_freq = config.min_freq or (2 if config.level == "word" else 1)
-        vocab = Vocab.from_text("\n".join(train_lines), config.level, min_freq)
-    train_seqs = data.encode_lines(vocab, train_lines)
-    heldout_seqs = data.encode_lines(vocab, heldout_lines)
+    mode = data.choose_mode(lines, config.level, config.bptt, config.heldout, config.batch_size)
+    min_freq = config.min_freq or (2 if config.level == "word" else 1)
     if mode == "stream":
-        train_seqs = [[t for s in train_seqs for t in s]]
-        heldout_seqs = [[t for s in heldout_seqs for t in s]]
-        batches: Any = data.StreamBatches(train_seqs[0], config.batch_size, config.bptt)
+        split = data.split_stream(lines, config.level, config.heldout, config.batch_size)
+        if vocab is None:
+            kept = (t for t in split.train if t is not None)
+            vocab = Vocab.from_tokens(kept, config.level, min_freq)
+        train_ids, heldout_ids = split.encode(vocab)
+        train_lines, heldout_lines = split.train_lines, split.heldout_lines
+        train_seqs, heldout_seqs = [train_ids], [heldout_ids]
+        batches: Any = data.StreamBatches(train_ids, config.batch_size, config.bptt)
+        how = (
+            f"held out: the last {len(heldout_ids):,} of {len(train_ids) + len(heldout_ids):,} "
+            f"tokens of the stream ({config.heldout:.0%}, by position)"
+        )
     else:
+        train_lines, heldout_lines = data.split_heldout(lines, config.heldout, config.seed)
+        if vocab is None:
+            vocab = Vocab.from_lines(train_lines, config.level, min_freq)
+        train_seqs = data.encode_lines(vocab, train_lines)
+        heldout_seqs = data.encode_lines(vocab, heldout_lines)
         batches = data.LineBatches(train_seqs, config.batch_size, config.seed)
+        how = (
+            f"held out: {len(heldout_lines):,} of {len(lines):,} lines ({config.heldout:.0%}, "
+            f"drawn with seed {config.seed})"
+        )
     name = "the bundled dinosaur names" if config.corpus is None else config.corpus
     return _Data(
         vocab, mode, train_lines, heldout_lines, batches, train_seqs, heldout_seqs,
-        data.text_digest(text), name,
+        data.text_digest(text), name, how,
     )  # fmt: skip
 
 
@@ -330,6 +349,7 @@ def _loop(
     start, tokens, interrupted = ckpt.step, 0, False
     progress = _Progress(start, config.steps)
     began = time.perf_counter()
+    previous = ckpt.losses[-1] if ckpt.losses else 0.0  # warn once, when the loss diverges
 
     def save() -> None:
         ckpt.optimizer = optimizer.state_dict()
@@ -357,6 +377,13 @@ def _loop(
                 optimizer.step()  # the step is complete from here on
                 step += 1
                 value = float(loss.data)
+                if not math.isfinite(value) and math.isfinite(previous):
+                    print(
+                        f"warning: the training loss is {value} at step {step}: the weights "
+                        "diverged (try a smaller --lr); the saved model will not be useful",
+                        file=sys.stderr,
+                    )
+                previous = value
                 ckpt.step = step
                 ckpt.losses.append(value)
                 ckpt.carry = [detach_state(s) for s in final] if prep.mode == "stream" else None
@@ -442,11 +469,12 @@ def _report_setup(
     step: int,
 ) -> None:
     n_params = sum(p.size for p in model.parameters())
-    unit = "sequences" if prep.mode == "lines" else "lines of running text"
-    log(
-        f"corpus: {prep.name}: {len(prep.train_lines):,} training and "
-        f"{len(prep.heldout_lines):,} held-out {unit}; {len(prep.vocab)} {config.level} tokens"
-    )
+    if prep.mode == "lines":
+        what = f"{len(prep.train_lines):,} training sequences (one per line)"
+    else:
+        what = f"running text, {len(prep.train_seqs[0]):,} training tokens"
+    log(f"corpus: {prep.name}: {what}; {len(prep.vocab)} {config.level} tokens")
+    log(prep.split)
     layers = f"{config.layers} layers" if config.layers > 1 else "1 layer"
     log(
         f"model: {config.cell.upper()}, {layers}, hidden {config.hidden}, "

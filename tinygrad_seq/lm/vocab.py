@@ -1,9 +1,15 @@
 """`Vocab`: the tokens a language model reads and writes, at character or word level.
 
-A corpus is one sequence per line; the newline is not a token but the end of a sequence,
-so it encodes as `<EOS>` (id 0). Tokens never seen in the corpus (or seen fewer than
-`min_freq` times) encode as `<UNK>` (id 1). The other tokens follow, most frequent first,
-ties in text order, so the same corpus always gives the same ids.
+At character level every character is one token, the newline included, so
+`decode(encode(s)) == s` for any string whose characters are in the vocabulary. At word
+level the tokens are the whitespace-separated words and a newline ends a sequence: it
+encodes as `<EOS>` (id 0). Tokens never seen (or seen fewer than `min_freq` times) encode
+as `<UNK>` (id 1). The other tokens follow, most frequent first, ties in text order, so the
+same corpus always gives the same ids.
+
+Whether the end of a line is a newline character or `<EOS>` in a training corpus is the
+corpus reader's decision (`lm.data`): it reads a corpus line by line, counts tokens with
+`from_lines` and ends every line with `<EOS>`.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ LEVELS = ("char", "word")
 class Vocab:
     """Token ↔ id tables; `<EOS>` is id 0, `<UNK>` id 1.
 
-    >>> v = Vocab.from_text("abba\\nbob\\n")
+    >>> v = Vocab.from_lines(["abba", "bob"])
     >>> v.tokens
     ['<EOS>', '<UNK>', 'b', 'a', 'o']
     >>> v.encode("bad")
     [2, 3, 1]
     >>> v.decode([2, 4, 2, v.eos_id])
     'bob'
+    >>> Vocab.from_text("ab\\nb").decode(Vocab.from_text("ab\\nb").encode("b\\na"))
+    'b\\na'
     >>> w = Vocab.from_text("the cat\\nthe dog", level="word")
     >>> w.decode(w.encode("the dog"))
     'the dog'
@@ -38,16 +46,18 @@ class Vocab:
 
     def __init__(self, tokens: Sequence[str], level: str = "char") -> None:
         """Build from the full token list, specials first (as `tokens` returns it)."""
-        if level not in LEVELS:
-            raise ValueError(f"Vocab level must be one of {LEVELS}, got {level!r}")
+        _check_level(level)
         tokens = [str(t) for t in tokens]
         if tokens[:2] != [EOS, UNK]:
             raise ValueError(f"Vocab tokens must start with {EOS!r}, {UNK!r}; got {tokens[:2]}")
         if len(set(tokens)) != len(tokens):
             raise ValueError("Vocab tokens must be distinct")
-        bad = [
-            t for t in tokens[2:] if t == "" or "\n" in t or (level == "word" and t != t.strip())
-        ]
+        if level == "char":
+            bad = [t for t in tokens[2:] if len(t) != 1]
+        else:
+            bad = [
+                t for t in tokens[2:] if t == "" or t != t.strip() or any(c.isspace() for c in t)
+            ]
         if bad:
             raise ValueError(f"Vocab: invalid {level}-level tokens {bad[:5]}")
         self.level = level
@@ -57,17 +67,27 @@ class Vocab:
 
     @classmethod
     def from_text(cls, text: str, level: str = "char", min_freq: int = 1) -> Vocab:
-        """Count the tokens of `text` (one sequence per line) and keep those seen `min_freq`+ times.
+        """Count the tokens of `text` (characters, newlines included; or words) and keep those
+        seen `min_freq`+ times, most frequent first, then by text."""
+        _check_level(level)
+        pieces = list(text) if level == "char" else text.split()
+        return cls.from_tokens(pieces, level, min_freq)
 
-        Tokens are sorted by frequency (most frequent first), then by text.
-        """
-        if level not in LEVELS:
-            raise ValueError(f"Vocab level must be one of {LEVELS}, got {level!r}")
+    @classmethod
+    def from_lines(cls, lines: Iterable[str], level: str = "char", min_freq: int = 1) -> Vocab:
+        """Count the tokens of each line (the lines' ends are `<EOS>`, not tokens)."""
+        _check_level(level)
+        return cls.from_tokens(
+            (t for line in lines for t in tokenize(line, level)), level, min_freq
+        )
+
+    @classmethod
+    def from_tokens(cls, tokens: Iterable[str], level: str = "char", min_freq: int = 1) -> Vocab:
+        """Keep the tokens seen `min_freq`+ times, most frequent first, then by text."""
+        _check_level(level)
         if min_freq < 1:
             raise ValueError(f"min_freq must be at least 1, got {min_freq}")
-        counts: Counter[str] = Counter()
-        for line in split_lines(text):
-            counts.update(tokenize(line, level))
+        counts = Counter(tokens)
         counts.pop(EOS, None)
         counts.pop(UNK, None)
         kept = sorted(
@@ -89,13 +109,20 @@ class Vocab:
     __hash__ = None  # type: ignore[assignment]
 
     def encode(self, text: str) -> list[int]:
-        """Ids of the tokens of `text`; each newline ends a sequence and becomes `<EOS>`."""
+        """Ids of the tokens of `text`: one per character at character level (a newline is a
+        character); at word level one per word, and `<EOS>` for each newline."""
+        if self.level == "char":
+            return self.encode_tokens(text)
         ids: list[int] = []
         for i, line in enumerate(_lines(text)):
             if i:
                 ids.append(self.eos_id)
-            ids.extend(self._ids.get(t, self.unk_id) for t in tokenize(line, self.level))
+            ids.extend(self.encode_tokens(tokenize(line, self.level)))
         return ids
+
+    def encode_tokens(self, tokens: Iterable[str]) -> list[int]:
+        """The id of each token (`<UNK>` for one not in the vocabulary)."""
+        return [self._ids.get(t, self.unk_id) for t in tokens]
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of `ids`, without `<EOS>`; word-level tokens are joined by single spaces."""
@@ -115,6 +142,11 @@ class Vocab:
                 f"a vocabulary is a 1-D unicode array, got {tokens.dtype} {tokens.shape}"
             )
         return cls(tokens.tolist(), level)
+
+
+def _check_level(level: str) -> None:
+    if level not in LEVELS:
+        raise ValueError(f"Vocab level must be one of {LEVELS}, got {level!r}")
 
 
 def _lines(text: str) -> list[str]:
