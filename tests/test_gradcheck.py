@@ -340,3 +340,40 @@ def test_failure_names_a_modules_parameter():
 
     with pytest.raises(GradcheckError, match="'W_ax'"):
         gradcheck(fn, params)
+
+
+class WrongCube(Function):
+    """x³ whose backward says 7x² instead of 3x²: at x = 2, 28 instead of 12."""
+
+    def forward(self, x):
+        self.x = x
+        return x**3
+
+    def backward(self, grad):
+        return grad * 7 * self.x**2
+
+
+def test_scalar_output_failure_reports_the_derivative_itself():
+    """For a scalar f the numbers in a failure are ∂f/∂x, not scaled by a random weight."""
+    x = Tensor(np.full(6, 2.0), requires_grad=True)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(lambda x: WrongCube.apply(x).sum(), [x])
+    message = str(info.value)
+    assert "analytic 28, numerical 12" in message, message
+    assert "compared: ∂f/∂x (the output is a scalar)" in message
+
+
+def test_vector_output_failure_says_what_is_compared_and_reproduces():
+    """For a vector f the message names vᵀJ and v's seed, and the quoted numbers are exactly
+    v[i]·28 and v[i]·12 for that v."""
+    x = Tensor(np.full(6, 2.0), requires_grad=True)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(lambda x: WrongCube.apply(x), [x], seed=3)
+    message = str(info.value)
+    assert "v = np.random.default_rng(3).standard_normal((6,))" in message, message
+    v = np.random.default_rng(3).standard_normal((6,))
+    worst = int(np.argmax(np.abs(v * 28 - v * 12) - 1e-3 * np.abs(v * 12)))
+    quoted = re.search(r"worst element \[(\d+)\]: analytic (\S+), numerical (\S+),", message)
+    assert int(quoted[1]) == worst
+    assert float(quoted[2]) == pytest.approx(v[worst] * 28, rel=1e-7)
+    assert float(quoted[3]) == pytest.approx(v[worst] * 12, rel=1e-6)

@@ -111,12 +111,24 @@ def test_cli_prints_the_table_and_the_clipping_report(capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["--cell", "tree"], ["--steps", "0"], ["--scales", "big"], ["--bogus"]],
+    [
+        ["--cell", "tree"],
+        ["--steps", "0"],
+        ["--scales", "big"],
+        ["--bogus"],
+        ["--clip-norm", "0"],
+        ["--clip-value", "0"],
+        ["--clip-value", "nan"],
+        ["--clip-norm", "-1"],
+    ],
 )
 def test_cli_usage_errors_exit_2(argv, capsys):
+    """Bad options are refused before any work, naming the option (a zero clip threshold
+    used to end in a division by zero after the whole table)."""
     with pytest.raises(SystemExit) as exc:
         main(["vanishing", *argv])
     assert exc.value.code == 2
+    assert argv[0] in capsys.readouterr().err
 
 
 def test_cli_plot_without_matplotlib_is_one_error_line(monkeypatch, capsys, tmp_path):

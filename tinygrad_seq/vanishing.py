@@ -380,6 +380,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:
     """Add `vanishing` to the `tinygrad-seq` subcommands."""
     p = sub.add_parser(
@@ -399,10 +409,17 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=_positive, default=4, help="batch size B")
     p.add_argument("--seed", type=_non_negative, default=0, help="random seed")
     p.add_argument(
-        "--explode-scale", type=float, default=4.0, help="recurrent scale of the exploding case"
+        "--explode-scale",
+        type=_positive_float,
+        default=4.0,
+        help="recurrent scale of the exploding case",
     )
-    p.add_argument("--clip-norm", type=float, default=1.0, help="max_norm of clip_grad_norm_")
-    p.add_argument("--clip-value", type=float, default=0.1, help="clip_value of clip_grad_value_")
+    p.add_argument(
+        "--clip-norm", type=_positive_float, default=1.0, help="max_norm of clip_grad_norm_"
+    )
+    p.add_argument(
+        "--clip-value", type=_positive_float, default=0.1, help="clip_value of clip_grad_value_"
+    )
     p.add_argument("--plot", metavar="PATH", help="also draw the decay curves (needs matplotlib)")
     p.set_defaults(run=run)
 

@@ -8,10 +8,13 @@ Two promises users of other libraries miss:
   index, the analytic and numerical values there, the relative error
   ‖g − g̃‖ / (‖g‖ + ‖g̃‖) of every input, and the tolerance.
 
-The output is contracted with a random upstream gradient v (ones would hide transposition
-and broadcasting bugs): the check compares ∂⟨v, f(x)⟩/∂x. `directions=k` checks ⟨∂⟨v, f⟩/∂x, u⟩
-along k random directions u instead of the full Jacobian: one difference pair per check,
-whatever the input's size.
+A scalar output is checked as it is: the numbers in a failure are ∂f/∂x, the ones a user
+derives by hand. Any other output is contracted with a random upstream gradient v (ones
+would hide transposition and broadcasting bugs): the check compares the vector-Jacobian
+product vᵀJ = ∂⟨v, f(x)⟩/∂x, with v = `np.random.default_rng(seed).standard_normal(shape)`,
+and the failure message says so, so the numbers can be reproduced. `directions=k` checks
+⟨∂⟨v, f⟩/∂x, u⟩ along k random directions u instead of the full Jacobian: one difference
+pair per check, whatever the input's size.
 """
 
 from __future__ import annotations
@@ -110,11 +113,12 @@ def numerical_grad(
 def _reverse_mode(
     fn: Callable[..., Any], tensors: list[Any], rng: np.random.Generator
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """∂⟨v, fn⟩/∂x for every input by one backward pass, with v a random upstream gradient."""
+    """∂⟨v, fn⟩/∂x for every input by one backward pass: v = 1 for a scalar output, else a
+    random upstream gradient."""
     out = fn(*tensors)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
-    v = rng.standard_normal(out.shape)
+    v = np.ones(out.shape) if out.data.size == 1 else rng.standard_normal(out.shape)
     if out.requires_grad:
         out.backward(v)
     analytic = [
@@ -174,6 +178,7 @@ def gradcheck(
     if directions is None:
         pairs = gradient_pairs(fn, tensors, eps, seed)
         report = _compare_full(tensors, checked, pairs, atol, rtol)
+        compared = None if report is None else _what_is_compared(fn, tensors, seed)
     else:
         rng = np.random.default_rng(seed)
         with _Float64(tensors):
@@ -181,11 +186,28 @@ def gradcheck(
             report = _compare_directions(
                 fn, tensors, checked, analytic, v, eps, atol, rtol, directions, rng
             )
+        compared = None if report is None else _what_is_compared(fn, tensors, seed, v.shape)
     if report is None:
         return True
+    report = f"{report}\n{compared}"
     if raise_exception:
         raise GradcheckError(report)
     return False
+
+
+def _what_is_compared(
+    fn: Callable[..., Any], tensors: list[Any], seed: int, shape: tuple[int, ...] | None = None
+) -> str:
+    """The line of a failure that says which numbers were compared, so they can be rebuilt."""
+    if shape is None:
+        with _Float64(tensors), no_grad():
+            shape = np.shape(fn(*tensors).data)
+    if int(np.prod(shape)) == 1:
+        return "compared: ∂f/∂x (the output is a scalar)"
+    return (
+        f"compared: vᵀJ = ∂⟨v, f⟩/∂x, the output f of shape {tuple(shape)} contracted with "
+        f"v = np.random.default_rng({seed}).standard_normal({tuple(shape)})"
+    )
 
 
 def _relative_error(g: np.ndarray, n: np.ndarray) -> float:
