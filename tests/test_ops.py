@@ -4,6 +4,8 @@ properties.
 1. The forward pass equals NumPy on the same arrays (shape, dtype and values).
 2. Reverse-mode gradients equal central finite differences, contracted with a random upstream
    gradient, through the public kit (`tinygrad_seq.testing.assert_grads_close`).
+3. Second derivatives (the backward pass differentiated, `create_graph=True`) equal central
+   differences of first derivatives (`assert_second_grads_close`), for every op.
 
 A case draws a tuple of arguments. Tensors that require grad are the differentiated inputs;
 everything else (Python scalars, NumPy arrays, axes, indices) is a constant. `op` runs on the
@@ -26,7 +28,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tinygrad_seq import Tensor, concat, maximum, minimum, stack, where
-from tinygrad_seq.testing import assert_grads_close, broadcastable_shapes, shapes, tensors
+from tinygrad_seq.testing import (
+    assert_grads_close,
+    assert_second_grads_close,
+    broadcastable_shapes,
+    shapes,
+    tensors,
+)
 
 # ---------------------------------------------------------------- element strategies
 ANY = st.floats(-3, 3, width=32)
@@ -544,6 +552,16 @@ def test_gradient_equals_finite_differences(case: Case, data: st.DataObject) -> 
         assert x.grad is not None
         assert x.grad.shape == x.shape
         assert x.grad.dtype == x.dtype
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@given(data=st.data())
+def test_second_derivative_equals_finite_differences_of_the_first(
+    case: Case, data: st.DataObject
+) -> None:
+    args = data.draw(case.args, label="args")
+    fn, inputs = _differentiable(case, args)
+    assert_second_grads_close(fn, *inputs)
 
 
 def test_table_covers_every_public_op() -> None:

@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from .autograd import Tensor, gradcheck
+from .autograd import Tensor, gradcheck, gradgradcheck
 from .autograd.gradcheck import GradcheckError
 
 __all__ = [
     "assert_grads_close",
+    "assert_second_grads_close",
     "broadcastable_shapes",
     "load_profile",
     "register_profiles",
@@ -91,6 +92,26 @@ def assert_grads_close(
     """
     try:
         gradcheck(fn, list(inputs), eps=eps, atol=atol, rtol=rtol, directions=directions)
+    except GradcheckError as error:
+        raise AssertionError(str(error)) from None
+
+
+def assert_second_grads_close(
+    fn: Callable[..., Tensor],
+    *inputs: Any,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    eps: float = 1e-6,
+) -> None:
+    """Assert that second derivatives of `fn(*inputs)` equal finite differences of its first.
+
+    Differentiates the backward pass (`create_graph=True`) and compares it with central
+    differences of first-order gradients (see `gradgradcheck`); the `AssertionError` names
+    the input, the worst element and both values. An op whose backward works on NumPy
+    arrays fails with the engine's message naming it.
+    """
+    try:
+        gradgradcheck(fn, list(inputs), eps=eps, atol=atol, rtol=rtol)
     except GradcheckError as error:
         raise AssertionError(str(error)) from None
 

@@ -6,7 +6,8 @@ Every op is a `Function` subclass (see `ops.py`), the same extension point users
 
 from . import graph, kernels, memory
 from .anomaly import AnomalyError, detect_anomaly
-from .gradcheck import GradcheckError, gradcheck, gradient_pairs, numerical_grad
+from .functional import hessian_vector_product
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck, gradient_pairs, numerical_grad
 from .graph import count_ops, leaves, nodes, render, to_dot
 from .ops import (
     concat,
@@ -20,7 +21,7 @@ from .ops import (
     zeros,
     zeros_like,
 )
-from .tensor import Function, Tensor, grad, is_grad_enabled, no_grad, unbroadcast
+from .tensor import Function, Tensor, enable_grad, grad, is_grad_enabled, no_grad, unbroadcast
 
 __all__ = [
     "AnomalyError",
@@ -30,10 +31,13 @@ __all__ = [
     "concat",
     "count_ops",
     "detect_anomaly",
+    "enable_grad",
     "grad",
     "gradcheck",
+    "gradgradcheck",
     "gradient_pairs",
     "graph",
+    "hessian_vector_product",
     "is_grad_enabled",
     "kernels",
     "leaves",

@@ -15,6 +15,11 @@ product vᵀJ = ∂⟨v, f(x)⟩/∂x, with v = `np.random.default_rng(seed).sta
 and the failure message says so, so the numbers can be reproduced. `directions=k` checks
 ⟨∂⟨v, f⟩/∂x, u⟩ along k random directions u instead of the full Jacobian: one difference
 pair per check, whatever the input's size.
+
+`gradgradcheck` holds second derivatives to the same rule: it gradient-checks the map
+x ↦ g(x) = ∂⟨v, f(x)⟩/∂x, whose reverse mode is the engine differentiating its own
+backward pass (`create_graph=True`) and whose finite differences are differences of
+first-order gradients.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .ops import concat
+from .tensor import Tensor, enable_grad, grad, is_grad_enabled, no_grad
 
 
 class GradcheckError(AssertionError):
@@ -51,8 +57,8 @@ class _Float64:
             t._ctx = None
 
     def __exit__(self, *exc: Any) -> None:
-        for t, (data, grad, ctx) in zip(self.tensors, self.saved, strict=True):
-            t.data, t.grad, t._ctx = data, grad, ctx
+        for t, (data, saved_grad, ctx) in zip(self.tensors, self.saved, strict=True):
+            t.data, t.grad, t._ctx = data, saved_grad, ctx
 
 
 def _scalar(out: Any, v: np.ndarray | None) -> float:
@@ -278,3 +284,82 @@ def _compare_directions(
                         f"{abs(exact - numerical):.3e} > atol {atol:g} + rtol {rtol:g} · |num|"
                     )
     return ("gradcheck failed for " + "; ".join(failed)) if failed else None
+
+
+def gradgradcheck(
+    fn: Callable[..., Any],
+    inputs: Sequence[Any],
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+    seed: int = 0,
+) -> bool:
+    """Check second derivatives of `fn(*inputs)` against finite differences of its gradients.
+
+    With g(x) = ∂⟨v, f(x)⟩/∂x the first derivatives (v = 1 for a scalar f, else random,
+    seeded by `seed`), the check compares ∂⟨u, g(x)⟩/∂x (reverse mode through the backward
+    pass, u random, seeded by `seed + 1`) with central differences of ⟨u, g(x)⟩ computed by
+    the ordinary first-order pass, for every
+    input that requires grad, in float64, with the pass rule of `gradcheck`. An op whose
+    backward works on NumPy arrays cannot be differentiated again: the check raises the
+    engine's error naming it. Raises `GradcheckError` on disagreement (or returns False
+    when `raise_exception=False`).
+
+    >>> from tinygrad_seq import Tensor
+    >>> x = Tensor([[0.5, -1.0], [2.0, 0.1]], requires_grad=True)
+    >>> gradgradcheck(lambda x: (x.tanh() * x).sum(), [x])
+    True
+    """
+    tensors = _as_tensors(inputs)
+    checked = [i for i, t in enumerate(tensors) if t.requires_grad]
+    if not checked:
+        raise ValueError("gradgradcheck: no input requires grad, so there is nothing to check")
+    with _Float64(tensors), no_grad():
+        out = fn(*tensors)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradgradcheck: fn must return a Tensor, got {type(out).__name__}")
+    rng = np.random.default_rng(seed)
+    v = np.ones(out.shape) if out.data.size == 1 else rng.standard_normal(out.shape)
+
+    def first_derivatives(*xs: Any) -> Tensor:
+        """g(x) = ∂⟨v, f(x)⟩/∂x of every checked input, flattened and joined: recorded for
+        the reverse-mode side, the plain first-order pass for the differences (which
+        `gradcheck` holds to f), so a derivative on Tensors that disagrees with the one on
+        arrays is caught too."""
+        recorded = is_grad_enabled()
+        with enable_grad():
+            out = fn(*xs)
+            wrt = [xs[i] for i in checked]
+            if not out.requires_grad:
+                return Tensor(np.zeros(sum(x.data.size for x in wrt)))
+            gs = grad(out, wrt, grad_outputs=v, create_graph=recorded)
+            parts = [
+                (Tensor(np.zeros(x.data.size)) if g is None else g.reshape(-1))
+                for x, g in zip(wrt, gs, strict=True)
+            ]
+            return concat(parts) if len(parts) > 1 else parts[0]
+
+    pairs = gradient_pairs(first_derivatives, tensors, eps, seed + 1)
+    report = _compare_full(tensors, checked, pairs, atol, rtol)
+    if report is None:
+        return True
+    u_size = sum(tensors[i].data.size for i in checked)
+    v_text = (
+        "v = 1 (f is a scalar)"
+        if out.data.size == 1
+        else f"v = np.random.default_rng({seed}).standard_normal({tuple(out.shape)})"
+    )
+    u_text = (
+        "u = 1"
+        if u_size == 1
+        else f"u = np.random.default_rng({seed + 1}).standard_normal(({u_size},))"
+    )
+    report = (
+        report.replace("gradcheck failed for", "gradgradcheck (second derivatives) failed for", 1)
+        + f"\ncompared: ∂⟨u, g⟩/∂x with g = ∂⟨v, f⟩/∂x the first derivatives of the checked "
+        f"inputs, flattened and joined; {v_text}, {u_text}"
+    )
+    if raise_exception:
+        raise GradcheckError(report)
+    return False

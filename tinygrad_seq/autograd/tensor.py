@@ -44,6 +44,17 @@ def no_grad() -> Iterator[None]:
         _GradMode.enabled = previous
 
 
+@contextlib.contextmanager
+def enable_grad() -> Iterator[None]:
+    """Record the graph inside the block even within `no_grad()` (PyTorch's `enable_grad`):
+    what a check needs that differentiates a gradient while the outer code records nothing."""
+    previous, _GradMode.enabled = _GradMode.enabled, True
+    try:
+        yield
+    finally:
+        _GradMode.enabled = previous
+
+
 def is_grad_enabled() -> bool:
     return _GradMode.enabled
 
@@ -613,6 +624,7 @@ def run_backward(
     retain_graph: bool,
     create_graph: bool,
     capture: dict[tuple[int, int], Any] | None = None,
+    stop: set[int] | None = None,
 ) -> list[tuple[Tensor, Any]]:
     """Propagate the seeds' gradients to every leaf; return (leaf, total gradient) pairs.
 
@@ -621,12 +633,13 @@ def run_backward(
     with no recursion. A node runs once all its consumers are done. With `create_graph` the
     gradients are Tensors and every vjp is recorded. `capture` maps (id(node), output index)
     to the total gradient of non-leaf tensors asked for (and then `retain_grad` is ignored).
+    Tensors whose id is in `stop` are treated as leaves: the walk ends there.
     """
     pending: dict[int, Any] = {}  # node -> its output's gradient sum (a list for tuple outputs)
     heap: list[tuple[int, Function]] = []
     leaves: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, gradient sum]
     for t, g in seeds:
-        _send(t, g, pending, heap, leaves)
+        _send(t, g, pending, heap, leaves, stop)
     previous, _GradMode.enabled = _GradMode.enabled, create_graph
     try:
         while heap:
@@ -658,7 +671,7 @@ def run_backward(
                 if need and g is not None:
                     if getattr(g, "shape", None) != p.data.shape:
                         g = _unbroadcast_checked(fn, i, g, p.data.shape, create_graph)
-                    _send(p, g, pending, heap, leaves)
+                    _send(p, g, pending, heap, leaves, stop)
             if not retain_graph:
                 _free(fn)
     finally:
@@ -666,10 +679,12 @@ def run_backward(
     return [(t, _total(total)) for t, total in leaves.values()]
 
 
-def _send(t: Tensor, g: Any, pending: dict, heap: list, leaves: dict) -> None:
+def _send(
+    t: Tensor, g: Any, pending: dict, heap: list, leaves: dict, stop: set[int] | None
+) -> None:
     """Add `g` to the gradient sum of `t` (a leaf, or one output of a pending node)."""
     fn = t._ctx
-    if fn is None:
+    if fn is None or (stop is not None and id(t) in stop):
         entry = leaves.get(id(t))
         if entry is None:
             leaves[id(t)] = [t, _add(None, g)]

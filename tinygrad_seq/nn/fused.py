@@ -11,8 +11,12 @@ BPTT still comes from the generic graph; only the node is bigger. For a sequence
    step is deferred (`DeferredMatmulGrad`) so backward sums all steps in one GEMM.
 
 The readable cells (`LSTMCell.forward`, …) stay the reference: tests hold this path to them,
-values and gradients. `use_fused_cells(False)` (or `TINYGRAD_SEQ_FUSED=0`) turns it off;
-users' own cells, and subclasses of the built-in ones, always take the generic path.
+values and gradients. The kernels give the first derivative only. When a gradient is itself
+differentiated (`create_graph=True`) each step replays its `equations` — the same step in
+recorded primitives, on the node's own inputs — and the engine differentiates those, so
+second and higher derivatives through a fused LSTM, GRU or RNN are exact too.
+`use_fused_cells(False)` (or `TINYGRAD_SEQ_FUSED=0`) turns it off; users' own cells, and
+subclasses of the built-in ones, always take the generic path.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Function, Tensor, concat, kernels, unstack
+from ..autograd.backends import TENSORS
+from ..autograd.functional import local_vjp
 from ..autograd.tensor import DeferredMatmulGrad
 from .gru import GRUCell
 from .lstm import LSTMCell
@@ -54,7 +60,32 @@ def fused_steps(cell: Any, x: Tensor, state: Any) -> Step | None:
 # ================================================================ the step ops
 
 
-class LSTMStep(Function):
+class _Replayed(Function):
+    """A step whose first-order backward is a fused kernel, and whose derivative on Tensors
+    (what `create_graph=True` asks for) differentiates `equations(m, *inputs)` replayed as
+    recorded primitives: one definition of the step beside the kernels, not a hand-written
+    second derivative."""
+
+    def equations(self, m: Any, *inputs: Any) -> Any:
+        raise NotImplementedError
+
+    def vjp(self, m: Any, g: Any, *inputs_and_out: Any) -> tuple[Any, ...]:
+        inputs = inputs_and_out[:-1]
+        wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+        outs = self.equations(TENSORS, *inputs)
+        outs = list(outs) if isinstance(outs, tuple) else [outs]
+        upstream = list(g) if isinstance(g, tuple) else [g]
+        keep = [k for k, o in enumerate(outs) if o.requires_grad]
+        grads = local_vjp(
+            [outs[k] for k in keep], [inputs[i] for i in wrt], [upstream[k] for k in keep]
+        )
+        result: list[Any] = [None] * len(inputs)
+        for i, gi in zip(wrt, grads, strict=True):
+            result[i] = gi
+        return tuple(result)
+
+
+class LSTMStep(_Replayed):
     """z = xz<t> + a<t-1> W_aᵀ; Γ_{u,f,o} = σ(z + p c<t-1>), c̃ = tanh(z_c),
     c<t> = Γ_u c̃<t> + Γ_f c<t-1>, a<t> = Γ_o tanh(c<t>)  →  (a<t>, c<t>)."""
 
@@ -77,8 +108,17 @@ class LSTMStep(Function):
             dpeep if need[4] else None,
         )
 
+    def equations(self, m, xz, a_prev, c_prev, W_a, peep):
+        n = a_prev.shape[1]
+        z = xz + a_prev @ W_a.T
+        gamma_u = m.sigmoid(z[:, :n] + peep[0] * c_prev)
+        gamma_f = m.sigmoid(z[:, n : 2 * n] + peep[1] * c_prev)
+        gamma_o = m.sigmoid(z[:, 2 * n : 3 * n] + peep[2] * c_prev)
+        c = gamma_u * m.tanh(z[:, 3 * n :]) + gamma_f * c_prev
+        return gamma_o * m.tanh(c), c
 
-class GRUStep(Function):
+
+class GRUStep(_Replayed):
     """h = a<t-1> W_aᵀ + [0, 0, b_cc]; Γ_u = σ(xz_u + h_u), Γ_r = σ(xz_r + h_r),
     c̃ = tanh(xz_c + Γ_r h_c), c<t> = Γ_u c̃ + (1 − Γ_u) c<t-1>  (reset after, a<t> = c<t>)."""
 
@@ -103,8 +143,16 @@ class GRUStep(Function):
             dh[:, 2 * n :].sum(axis=0) if need[3] else None,
         )
 
+    def equations(self, m, xz, c_prev, W_a, b_cc):
+        n = c_prev.shape[1]
+        h = c_prev @ W_a.T
+        gamma_u = m.sigmoid(xz[:, :n] + h[:, :n])
+        gamma_r = m.sigmoid(xz[:, n : 2 * n] + h[:, n : 2 * n])
+        c_tilde = m.tanh(xz[:, 2 * n :] + gamma_r * (h[:, 2 * n :] + b_cc))
+        return gamma_u * c_tilde + (1 - gamma_u) * c_prev
 
-class RNNStep(Function):
+
+class RNNStep(_Replayed):
     """a<t> = g(xz<t> + a<t-1> W_aaᵀ) with g = tanh or relu."""
 
     def forward(self, xz, a_prev, W_aa, *, W_aaT, W_aa_c, relu):
@@ -122,6 +170,10 @@ class RNNStep(Function):
             dz @ self.W_aa if need[1] else None,
             DeferredMatmulGrad(dz, self.a_prev) if need[2] else None,
         )
+
+    def equations(self, m, xz, a_prev, W_aa):
+        z = xz + a_prev @ W_aa.T
+        return m.maximum(z, 0.0) if self.relu else m.tanh(z)
 
 
 # ================================================================ per-cell plans
