@@ -161,7 +161,7 @@ class NpzReader:
             return flat.reshape(shape, order="F" if fortran else "C")
 
     def _header(self, name: str, f: Any) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-        """Parse and check member `name`'s `.npy` header; returns (shape, fortran, dtype, nbytes)."""
+        """Check member `name`'s `.npy` header: (shape, fortran order, dtype, data bytes)."""
         bad = f"{self.path}: entry '{name}'"
         prefix = f.read(10)
         if len(prefix) < 10 or not prefix.startswith(b"\x93NUMPY"):
@@ -246,6 +246,13 @@ def _open_regular(path: str) -> io.BufferedReader:
     except BaseException:
         os.close(fd)
         raise
+
+
+def describe_names(names: Any, limit: int = 5) -> str:
+    """Up to `limit` of `names`, sorted, then how many more: a key list for a one-line message."""
+    names = sorted(names)
+    shown = ", ".join(names[:limit]) or "nothing"
+    return shown + (f", ... and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def load_arrays(
