@@ -249,8 +249,7 @@ def _carry(
         return None
     if len(keys) != num_layers:
         raise CheckpointError(
-            f"{path} is a damaged checkpoint: carried state for {len(keys)} layers of "
-            f"{num_layers}"
+            f"{path} is a damaged checkpoint: carried state for {len(keys)} layers of {num_layers}"
         )
     carry: list[Any] = []
     for layer in range(len(keys)):

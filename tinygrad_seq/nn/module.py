@@ -173,9 +173,10 @@ class Module:
         """Read a checkpoint written by `save`; on any error the module is unchanged.
 
         The file is opened once; every entry's header is checked, but only the entries
-        naming this module's parameters are read. Raises `FileNotFoundError` for a missing file, `CheckpointError`
-        naming the file for a bad one (running out of memory included), `KeyError` for
-        missing or unexpected keys when `strict` and `ValueError` for mismatched shapes.
+        naming this module's parameters are read. Raises `FileNotFoundError` for a missing
+        file, `CheckpointError` naming the file for a bad one (running out of memory
+        included), `KeyError` for missing or unexpected keys when `strict` and `ValueError`
+        for mismatched shapes.
         """
         path = os.fspath(path)
         own = dict(self.named_parameters())
