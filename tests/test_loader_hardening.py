@@ -378,3 +378,15 @@ def test_save_removes_only_its_own_stale_temporary_files(tmp_path):
         os.utime(tmp_path / name, (old, old))
     Linear(2, 2).save(tmp_path / "model.npz")
     assert sorted(os.listdir(tmp_path)) == sorted([*names[1:], "model.npz"])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("input", ["onehot", "embedding"])
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_every_built_in_model_passes_the_size_check(tmp_path, cell, input, num_layers):
+    model = LanguageModel(len(VOCAB), 5, cell=cell, num_layers=num_layers, input=input)
+    save_checkpoint(tmp_path / "m.npz", Checkpoint(model, VOCAB, {}))
+    loaded = load_checkpoint(tmp_path / "m.npz").model
+    assert loaded.config() == model.config()
+    for (name, p), (_, q) in zip(loaded.named_parameters(), model.named_parameters(), strict=True):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)

@@ -123,15 +123,8 @@ def _load(path: str, archive: NpzReader) -> Checkpoint:
     vocab = Vocab.from_array(archive.read("vocab"), config["level"])
     settings = config["model"]
     stored = {k[6:]: archive.header(k)[0] for k in names if k.startswith("model.")}
-    _check_size(path, settings, len(vocab), stored)
+    _check_model(path, settings, len(vocab), stored)
     model = LanguageModel(**settings)
-    expected = set(model.state_dict())
-    if set(stored) != expected:
-        raise CheckpointError(
-            f"{path} is a damaged checkpoint: model entries missing: "
-            f"{describe_names(expected - set(stored))}; unexpected: "
-            f"{describe_names(set(stored) - expected)}"
-        )
     try:
         model.load_state_dict({k: archive.read(f"model.{k}") for k in stored})
     except (KeyError, ValueError) as exc:
@@ -182,9 +175,12 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def _check_size(path: str, settings: dict[str, Any], vocab_size: int, stored: Any) -> None:
-    """Refuse a model config that disagrees with the vocabulary, or implies more parameters
-    than the file's `model.*` arrays hold (`stored`: name -> shape), before building it."""
+def _check_model(path: str, settings: dict[str, Any], vocab_size: int, stored: Any) -> None:
+    """Refuse a model config that disagrees with the vocabulary or with the file's `model.*`
+    arrays (`stored`: name -> shape), before building the model: the config must name exactly
+    the stored entries and imply exactly as many numbers as they hold, so the model built is
+    no larger than the data stored for it. The parameter names come from a one-unit probe
+    model; the count, from the built-in cells' sizes: `gates * H * (n_in + H + 1)` a layer."""
     dims = {}
     for key in ("vocab_size", "hidden_size", "num_layers"):
         value = settings.get(key, 1 if key == "num_layers" else None)
@@ -214,11 +210,25 @@ def _check_size(path: str, settings: dict[str, Any], vocab_size: int, stored: An
         n_x, count = e, count + v * e
     count += gates * h * (n_x + h + 1) + (layers - 1) * gates * h * (2 * h + 1)
     held = sum(math.prod(shape) for shape in stored.values())
-    if count > held:
+    wrong_size = CheckpointError(
+        f"{path} is a damaged checkpoint: its config implies {count} model parameters "
+        f"but it stores {held}"
+    )
+    if count > held or layers > len(stored):
+        raise wrong_size
+    probe = LanguageModel(**{**settings, "vocab_size": 2, "hidden_size": 1, "num_layers": 1})
+    names = set(probe.state_dict())
+    per_layer = [n[len("rnn.layers.0.") :] for n in names if n.startswith("rnn.layers.0.")]
+    expected = {n for n in names if not n.startswith("rnn.layers.0.")}
+    expected |= {f"rnn.layers.{i}.{n}" for i in range(layers) for n in per_layer}
+    if set(stored) != expected:
         raise CheckpointError(
-            f"{path} is a damaged checkpoint: its config implies {count} model parameters "
-            f"but it stores {held}"
+            f"{path} is a damaged checkpoint: model entries missing: "
+            f"{describe_names(expected - set(stored))}; unexpected: "
+            f"{describe_names(set(stored) - expected)}"
         )
+    if count != held:
+        raise wrong_size
 
 
 def _carry_keys(path: str, names: set[str]) -> dict[int, dict[int, str]]:
