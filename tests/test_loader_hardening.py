@@ -390,3 +390,19 @@ def test_every_built_in_model_passes_the_size_check(tmp_path, cell, input, num_l
     assert loaded.config() == model.config()
     for (name, p), (_, q) in zip(loaded.named_parameters(), model.named_parameters(), strict=True):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+
+
+def test_padding_entries_cannot_vouch_for_a_huge_config(tmp_path, monkeypatch):
+    """Cheap deflated zeros under an unexpected name do not let a huge model be built."""
+    path = with_model_setting(good_checkpoint(tmp_path), hidden_size=4096)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("model.rnn.layers.0.pad.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, np.zeros(4 * 4096 * 4200, np.int8))
+    real = LanguageModel
+
+    def probe_only(**settings):
+        assert settings["hidden_size"] == 1, "the model was built before its entries were checked"
+        return real(**settings)
+
+    monkeypatch.setattr(checkpoint_module, "LanguageModel", probe_only)
+    refused(path, r"model entries missing: nothing; unexpected: rnn\.layers\.0\.pad")
