@@ -33,6 +33,7 @@ import numpy as np
 MAX_MEMBERS = 100_000  # entries in one archive
 MAX_BYTES = 2**33  # uncompressed bytes read from one archive (8 GiB)
 MAX_HEADER = 10_000  # bytes of one .npy header (numpy's own default limit)
+CHUNK = 2**24  # bytes decompressed at a time
 STALE_SECONDS = 600  # a temporary file this old is a crashed save's leftover
 
 
@@ -155,7 +156,12 @@ class NpzReader:
             with self._zip.open(info) as f:
                 shape, fortran, dtype, nbytes = self._header(name, f)
                 flat = np.empty(math.prod(shape), dtype=dtype)
-                got = f.readinto(memoryview(flat).cast("B")) if nbytes else 0
+                view, got = memoryview(flat).cast("B"), 0
+                while got < nbytes:  # in chunks: no second full-size copy in memory
+                    n = f.readinto(view[got : got + CHUNK])
+                    if not n:
+                        break
+                    got += n
                 if got != nbytes or f.read(1):  # the extra read checks the CRC
                     raise CheckpointError(f"{self.path}: entry '{name}' is truncated")
             return flat.reshape(shape, order="F" if fortran else "C")
