@@ -90,10 +90,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint`.
 
     Raises `FileNotFoundError` for a missing file and `CheckpointError` (one line naming the
-    file) for anything else wrong with it. Nothing is built before the file is checked: the
-    model is constructed only once the stored `model.*` arrays hold at least as many numbers
-    as its config implies, so a config claiming a huge model is refused at once. Entries
-    this format does not use are never decompressed.
+    file) for anything else wrong with it. Every entry's header is checked before any data
+    is read, and the model is built only once the stored `model.*` entries are exactly the
+    ones its config names and hold exactly as many numbers as it implies, so a config
+    claiming a huge model is refused at once. Entries this format does not use are never
+    decompressed.
     """
     path = os.fspath(path)
     with NpzReader(path) as archive:
