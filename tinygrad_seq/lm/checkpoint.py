@@ -1,7 +1,8 @@
 """Language-model checkpoints: one `.npz` holding everything `sample`, `eval` and `--resume` need.
 
 Written atomically (`nn.serialization.save_arrays`: a crash mid-write leaves the previous file)
-and read with `allow_pickle=False`. Every entry is a plain array, strings included:
+and read without pickle (`nn.serialization.NpzReader`). Every entry is a plain array,
+strings included:
 
 | key | what |
 |---|---|
@@ -20,14 +21,16 @@ sampling takes its own seed, so `seed` (in `config`) and `step` fix the rest of 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..autograd import Tensor
-from ..nn.serialization import CheckpointError, load_arrays, save_arrays
+from ..nn.serialization import CheckpointError, NpzReader, describe_names, save_arrays
 from .model import LanguageModel
 from .vocab import Vocab
 
@@ -76,68 +79,206 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> None:
     save_arrays(path, arrays)
 
 
+MAX_CONFIG = 1_000_000  # characters of the JSON config
+MAX_DEPTH = 32  # nesting of the JSON config
+_ENTRIES = ("format", "version", "config", "vocab", "step", "losses")
+_CARRY = re.compile(r"carry\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # weight blocks per layer of each built-in cell
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`; `CheckpointError` for any other file."""
+    """Read a checkpoint written by `save_checkpoint`.
+
+    Raises `FileNotFoundError` for a missing file and `CheckpointError` (one line naming the
+    file) for anything else wrong with it. Every entry's header is checked before any data
+    is read, and the model is built only once the stored `model.*` entries are exactly the
+    ones its config names and hold exactly as many numbers as it implies, so a config
+    claiming a huge model is refused at once. Entries this format does not use are never
+    decompressed.
+    """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint {path} is a directory")
-    try:
-        arrays = load_arrays(path)
-    except (CheckpointError, OSError):
-        raise
-    except Exception as exc:  # e.g. zipfile's NotImplementedError on a mangled header
-        raise CheckpointError(f"{path} is not a readable .npz checkpoint: {_reason(exc)}") from None
-    if _text(arrays, "format") != FORMAT:
+    with NpzReader(path) as archive:
+        try:
+            return _load(path, archive)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # anything else is a damaged file, e.g. a malformed config
+            raise CheckpointError(f"{path} is a damaged checkpoint: {_reason(exc)}") from None
+
+
+def _load(path: str, archive: NpzReader) -> Checkpoint:
+    names = set(archive.names)
+    if _text(path, archive, "format", 100) != FORMAT:
         raise CheckpointError(
             f"{path} is not a tinygrad-seq language-model checkpoint (no '{FORMAT}' format "
-            f"entry; it holds {', '.join(sorted(arrays)[:5]) or 'nothing'})"
+            f"entry; it holds {describe_names(names)})"
         )
-    try:
-        version = int(arrays["version"])
-        config = json.loads(_text(arrays, "config"))
-        vocab = Vocab.from_array(arrays["vocab"], config["level"])
-        model = LanguageModel(**config["model"])
-        step = int(arrays["step"])
-        losses = [float(x) for x in np.asarray(arrays["losses"], dtype=np.float64)]
-        carry = _carry(arrays)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} is a damaged checkpoint: {_reason(exc)}") from None
+    for key in sorted(names):  # every header checked (pickles refused) before any data is read
+        if key in _ENTRIES or key.startswith(("model.", "optim.", "carry.")):
+            archive.header(key)
+    version = int(archive.read("version"))
     if version > VERSION:
         raise CheckpointError(f"{path} has checkpoint version {version}; this reads {VERSION}")
-    if len(vocab) != model.vocab_size:
-        raise CheckpointError(
-            f"{path} is a damaged checkpoint: {len(vocab)} vocabulary tokens for a model "
-            f"of {model.vocab_size}"
-        )
-    weights = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
+    config = _config(path, archive)
+    carry_keys = _carry_keys(path, names)
+    vocab = Vocab.from_array(archive.read("vocab"), config["level"])
+    settings = config["model"]
+    stored = {k[6:]: archive.header(k)[0] for k in names if k.startswith("model.")}
+    _check_model(path, settings, len(vocab), stored)
+    model = LanguageModel(**settings)
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict({k: archive.read(f"model.{k}") for k in stored})
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} is a damaged checkpoint: {_reason(exc)}") from None
-    optimizer = {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")}
+    step = int(archive.read("step"))
+    losses = [float(x) for x in np.asarray(archive.read("losses"), dtype=np.float64)]
+    optimizer = {k[6:]: archive.read(k) for k in sorted(names) if k.startswith("optim.")}
+    carry = _carry(path, archive, carry_keys, model.num_layers)
     return Checkpoint(model, vocab, config, step, losses, optimizer, carry)
 
 
-def _carry(arrays: dict[str, np.ndarray]) -> list[Any] | None:
-    layers: dict[int, dict[int, np.ndarray]] = {}
-    for key, value in arrays.items():
-        if key.startswith("carry."):
-            _, layer, part = key.split(".")
-            layers.setdefault(int(layer), {})[int(part)] = value
-    if not layers:
+def _config(path: str, archive: NpzReader) -> dict[str, Any]:
+    """The JSON config: a string of at most `MAX_CONFIG` characters, nested at most
+    `MAX_DEPTH` deep, an object with a `model` object and a `level`."""
+    if "config" not in archive.names:
+        raise CheckpointError(f"{path} is a damaged checkpoint: no 'config' entry")
+    text = _text(path, archive, "config", MAX_CONFIG)
+    if text is None:
+        raise CheckpointError(f"{path} is a damaged checkpoint: 'config' is not a JSON string")
+    try:
+        config = json.loads(text)
+    except RecursionError:
+        config = None  # too deep: reported below
+    except ValueError as exc:
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: 'config' is not valid JSON: {_reason(exc)}"
+        ) from None
+    if config is None or _too_deep(config, MAX_DEPTH):
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: 'config' is nested more than {MAX_DEPTH} deep"
+        )
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{path} is a damaged checkpoint: 'config' has no 'model' settings")
+    if "level" not in config:
+        raise CheckpointError(f"{path} is a damaged checkpoint: 'config' has no 'level'")
+    return config
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _check_model(path: str, settings: dict[str, Any], vocab_size: int, stored: Any) -> None:
+    """Refuse a model config that disagrees with the vocabulary or with the file's `model.*`
+    arrays (`stored`: name -> shape), before building the model: the config must name exactly
+    the stored entries and imply exactly as many numbers as they hold, so the model built is
+    no larger than the data stored for it. The parameter names come from a one-unit probe
+    model; the count, from the built-in cells' sizes: `gates * H * (n_in + H + 1)` a layer."""
+    dims = {}
+    for key in ("vocab_size", "hidden_size", "num_layers"):
+        value = settings.get(key, 1 if key == "num_layers" else None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(
+                f"{path} is a damaged checkpoint: model {key} must be a positive integer, "
+                f"got {str(value)[:40]}"
+            )
+        dims[key] = value
+    v, h, layers = dims["vocab_size"], dims["hidden_size"], dims["num_layers"]
+    if v != vocab_size:
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: {vocab_size} vocabulary tokens for a model of {v}"
+        )
+    gates = _GATES.get(settings.get("cell", "lstm"))
+    if gates is None:
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: unknown cell {str(settings.get('cell'))[:40]!r}"
+        )
+    n_x, count = v, v * h + v  # one-hot input; the output layer
+    if settings.get("input", "onehot") == "embedding":
+        e = settings.get("embedding_dim") or min(h, 64)
+        if not isinstance(e, int) or isinstance(e, bool) or e < 1:
+            raise CheckpointError(
+                f"{path} is a damaged checkpoint: embedding_dim must be a positive integer"
+            )
+        n_x, count = e, count + v * e
+    count += gates * h * (n_x + h + 1) + (layers - 1) * gates * h * (2 * h + 1)
+    held = sum(math.prod(shape) for shape in stored.values())
+    wrong_size = CheckpointError(
+        f"{path} is a damaged checkpoint: its config implies {count} model parameters "
+        f"but it stores {held}"
+    )
+    if count > held or layers > len(stored):
+        raise wrong_size
+    probe = LanguageModel(**{**settings, "vocab_size": 2, "hidden_size": 1, "num_layers": 1})
+    names = set(probe.state_dict())
+    per_layer = [n[len("rnn.layers.0.") :] for n in names if n.startswith("rnn.layers.0.")]
+    expected = {n for n in names if not n.startswith("rnn.layers.0.")}
+    expected |= {f"rnn.layers.{i}.{n}" for i in range(layers) for n in per_layer}
+    if set(stored) != expected:
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: model entries missing: "
+            f"{describe_names(expected - set(stored))}; unexpected: "
+            f"{describe_names(set(stored) - expected)}"
+        )
+    if count != held:
+        raise wrong_size
+
+
+def _carry_keys(path: str, names: set[str]) -> dict[int, dict[int, str]]:
+    """`carry.<layer>.<part>` entries by layer and part, numbered 0, 1, ... without gaps."""
+    layers: dict[int, dict[int, str]] = {}
+    for key in sorted(k for k in names if k.startswith("carry.")):
+        match = _CARRY.fullmatch(key)
+        if match is None:
+            raise CheckpointError(
+                f"{path} is a damaged checkpoint: bad carry entry {key[:60]!r} "
+                "(expected carry.<layer>.<part>)"
+            )
+        layers.setdefault(int(match[1]), {})[int(match[2])] = key
+    if sorted(layers) != list(range(len(layers))) or any(
+        sorted(parts) != list(range(len(parts))) for parts in layers.values()
+    ):
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: carry entries are not numbered 0, 1, ... "
+            f"({describe_names(k for parts in layers.values() for k in parts.values())})"
+        )
+    return layers
+
+
+def _carry(
+    path: str, archive: NpzReader, keys: dict[int, dict[int, str]], num_layers: int
+) -> list[Any] | None:
+    if not keys:
         return None
+    if len(keys) != num_layers:
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: carried state for {len(keys)} layers of {num_layers}"
+        )
     carry: list[Any] = []
-    for layer in range(len(layers)):
-        parts = [Tensor(layers[layer][i]) for i in range(len(layers[layer]))]
+    for layer in range(len(keys)):
+        parts = [Tensor(archive.read(keys[layer][i])) for i in range(len(keys[layer]))]
         carry.append(parts[0] if len(parts) == 1 else tuple(parts))
     return carry
 
 
-def _text(arrays: dict[str, np.ndarray], key: str) -> str | None:
-    value = arrays.get(key)
-    if value is None or value.dtype.kind != "U" or value.ndim != 0:
+def _text(path: str, archive: NpzReader, key: str, limit: int) -> str | None:
+    """Entry `key` if it is a single string of at most `limit` characters, else None."""
+    if key not in archive.names:
         return None
-    return str(value)
+    shape, dtype = archive.header(key)
+    if dtype.kind != "U" or shape != ():
+        return None
+    if dtype.itemsize > 4 * limit:
+        raise CheckpointError(f"{path} is a damaged checkpoint: '{key}' is over {limit} characters")
+    return str(archive.read(key))
 
 
 def _reason(exc: BaseException) -> str:

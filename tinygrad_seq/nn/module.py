@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor
-from .serialization import load_arrays, save_arrays
+from .serialization import CheckpointError, NpzReader, describe_names, save_arrays
 
 
 class Parameter(Tensor):
@@ -170,8 +170,33 @@ class Module:
         save_arrays(path, self.state_dict())
 
     def load(self, path: str | os.PathLike[str], strict: bool = True) -> Module:
-        """Read a checkpoint written by `save`; on any error the module is unchanged."""
-        self.load_state_dict(load_arrays(path), strict=strict)
+        """Read a checkpoint written by `save`; on any error the module is unchanged.
+
+        The file is opened once; every entry's header is checked, but only the entries
+        naming this module's parameters are read. Raises `FileNotFoundError` for a missing
+        file, `CheckpointError` naming the file for a bad one (running out of memory
+        included), `KeyError` for missing or unexpected keys when `strict` and `ValueError`
+        for mismatched shapes.
+        """
+        path = os.fspath(path)
+        own = dict(self.named_parameters())
+        before = {name: p.data for name, p in own.items()}
+        with NpzReader(path) as archive:
+            for name in archive.names:  # every header checked (pickles refused) first
+                archive.header(name)
+            missing, unexpected = set(own) - set(archive.names), set(archive.names) - set(own)
+            if strict and (missing or unexpected):
+                raise KeyError(
+                    f"{path} does not fit {type(self).__name__}: missing keys "
+                    f"{describe_names(missing)}; unexpected keys {describe_names(unexpected)}"
+                )
+            try:
+                state = {name: archive.read(name) for name in sorted(set(own) - missing)}
+                self.load_state_dict(state, strict=strict)
+            except MemoryError:
+                for name, p in own.items():
+                    p.data = before[name]
+                raise CheckpointError(f"{path} is too large to load into memory") from None
         return self
 
     def __repr__(self) -> str:
