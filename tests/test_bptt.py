@@ -16,7 +16,7 @@ import pytest
 
 from tinygrad_seq import Tensor, no_grad
 from tinygrad_seq.nn import GRUCell, Linear, LSTMCell, Recurrent, RNNCell
-from tinygrad_seq.nn.bptt import GradientsThroughTime, gradients_through_time
+from tinygrad_seq.through_time import GradientsThroughTime, gradients_through_time
 
 B, T, N_X, N_A = 2, 5, 3, 4
 

@@ -77,7 +77,8 @@ class Cell(Module):
     def dtype(self) -> np.dtype:
         """The dtype x<t> and the state must have: the first parameter's, i.e. of the first
         float Tensor the cell holds in attribute order, submodules searched depth first (a
-        stand-in Tensor, such as the per-step aliases of `nn.bptt`, counts). float32 if none."""
+        stand-in Tensor, such as the per-step aliases of `gradients_through_time`, counts).
+        float32 if none."""
         found = _first_float_tensor(self, set())
         return np.dtype(np.float32) if found is None else found.dtype
 

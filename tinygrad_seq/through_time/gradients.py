@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor, stack
-from .cell import state_output
-from .module import Module
+from ..nn import Module, state_output
 
 __all__ = ["GradientsThroughTime", "gradients_through_time"]
 
