@@ -47,7 +47,70 @@ def test_example_trains_to_its_stated_accuracy(name, kind, steps, accuracy, untr
 
 def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py")}
-    assert scripts == {c[0] for c in CASES}
+    assert scripts == {c[0] for c in CASES} | {"adding_problem"}  # an MSE, tested below
+
+
+def test_adding_problem_learns_and_the_regulariser_is_differentiated():
+    import tinygrad_seq
+    from tinygrad_seq.autograd import enable_grad, grad, gradcheck
+    from tinygrad_seq.nn import Linear, RNNCell
+
+    adding = load("adding_problem")
+    assert adding.__doc__.startswith("Long-term dependency")
+    baseline = adding.baseline(T=10)
+    assert abs(baseline - 1 / 6) < 0.02  # Var(U + U') = 1/6: what always answering 1.0 scores
+    reached = adding.main(steps=300, seed=0, regularise=2.0, T=10)  # 0.035 when measured
+    assert reached < 0.08, f"held-out MSE {reached:.4f}, baseline {baseline:.4f}"
+
+    # A tiny float64 RNN: Ω against the docstring's closed form for a tanh cell, in NumPy
+    tinygrad_seq.manual_seed(1)
+    cell, head = RNNCell(2, 3).to(np.float64), Linear(3, 1).to(np.float64)
+    x, y = adding.adding_batch(2, 4, np.random.default_rng(0), np.float64)
+
+    def loss_fn(a_T):
+        return adding.mse(head(a_T).reshape(-1), y)
+
+    W, U, b = cell.W_aa.data, cell.W_ax.data, cell.b_a.data
+    w_y, b_y = head.weight.data, head.bias.data
+    a, states = np.zeros((2, 3)), []
+    for t in range(4):
+        a = np.tanh(a @ W.T + x[:, t] @ U.T + b)  # a<t+1>
+        states.append(a)
+    residual = (states[-1] @ w_y.T + b_y)[:, 0] - y  # ŷ − y
+    g = 2 * residual[:, None] * w_y / len(y)  # g<T> = ∂L/∂a<T>, L = mean (ŷ − y)²
+    terms = []
+    for k in (2, 1, 0):  # the steps a<k> -> a<k+1>, g<k+1> = dL/da<k+1> (0-based)
+        unit = g / np.linalg.norm(g, axis=1, keepdims=True)
+        jump = (unit * (1 - states[k + 1] ** 2)) @ W  # ĝ<k+1> ∂a<k+1>/∂a<k>
+        terms.append(np.mean((np.linalg.norm(jump, axis=1) - 1) ** 2))
+        g = (g * (1 - states[k + 1] ** 2)) @ W  # g<k> by BPTT
+    loss, omega = adding.regulariser(cell, x, loss_fn)
+    assert np.isclose(loss.item(), np.mean(residual**2), rtol=1e-12)
+    assert np.isclose(omega.item(), np.mean(terms), rtol=1e-10)
+    assert omega.item() > 1e-3  # a non-trivial value to differentiate
+
+    # Pascanu's Ω holds g constant: its gradient is that of W_aa ↦ Ω(W_aa; g fixed at g(W_aa))
+    (analytic,) = grad(omega, cell.W_aa)
+    states = adding.unroll(cell, x)
+    fixed = [g.detach() for g in grad(loss_fn(states[-1]), states)]
+
+    def omega_with_g_fixed(W_aa):  # gradcheck swaps W_aa's data in place: the cell sees it
+        with enable_grad():  # Ω needs recorded states, also inside the finite differences
+            return adding.omega(adding.unroll(cell, x), fixed)
+
+    (reference,) = grad(omega_with_g_fixed(cell.W_aa), cell.W_aa)
+    assert np.allclose(analytic.data, reference.data, rtol=1e-12, atol=0)
+    assert np.abs(analytic.data).max() > 1e-3
+    assert gradcheck(omega_with_g_fixed, [cell.W_aa], atol=1e-7, rtol=1e-5)
+
+    # Ω as a whole function of the parameters: differentiating g = ∂L/∂a too, through the
+    # backward pass that `grad(..., create_graph=True)` recorded
+    def full_omega(W_aa, W_ax, b_a):
+        return adding.regulariser(cell, x, loss_fn, detach=False)[1]
+
+    assert gradcheck(full_omega, [cell.W_aa, cell.W_ax, cell.b_a], atol=1e-7, rtol=1e-5)
+    (full,) = grad(full_omega(cell.W_aa, cell.W_ax, cell.b_a), cell.W_aa)
+    assert not np.allclose(full.data, analytic.data, rtol=1e-3)  # g's own dependence counts
 
 
 def test_ner_data_marks_teddy_as_a_name_only_before_a_surname():
