@@ -24,6 +24,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +43,7 @@ def _test_docs() -> ModuleType:
     spec = importlib.util.spec_from_file_location("_test_docs_blocks", HERE / "test_docs.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tinygrad_seq"
 # a module may import from itself and from the packages listed (lm → nn → autograd)
 ALLOWED = {
     "autograd": {"autograd"},
-    "nn": {"autograd", "nn", "random"},
+    "nn": {"autograd", "compiler", "nn", "random"},
+    "compiler": {"autograd", "compiler", "random"},
     "optim": {"autograd"},
     "testing": {"autograd"},
     "lm": {"autograd", "nn", "lm", "optim", "random"},

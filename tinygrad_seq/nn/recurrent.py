@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor, concat, stack, unstack, where
+from ..compiler import compile_steps
+from ..compiler import explain as _explain_compiled
 from . import functional as F
 from .cell import State, state_output
 from .fused import fused_steps
@@ -118,11 +120,12 @@ class Recurrent(Module):
         self,
         cell: Any,
         reverse: bool = False,
+        compile: bool = True,
         *,
         input_dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
     ) -> None:
-        self.cell, self.reverse = cell, reverse
+        self.cell, self.reverse, self.compile = cell, reverse, bool(compile)
         self.input_dropout = F._check_p(input_dropout, "Recurrent", "input_dropout")
         self.recurrent_dropout = F._check_p(recurrent_dropout, "Recurrent", "recurrent_dropout")
 
@@ -160,13 +163,28 @@ class Recurrent(Module):
         return stack(outputs, axis=1), state
 
     def _steps(self, x: Tensor, state: Any) -> Callable[[int, Any], Any]:
-        """`step(t, state) = cell(x<t>, state)`: a fused step for the built-in cells (see
-        `nn.fused`, held to the cells by the tests), the cell itself for any other."""
-        fused = fused_steps(self.cell, x, state)
-        if fused is not None:
-            return fused
+        """`step(t, state) = cell(x<t>, state)`: a hand-fused step for the built-in cells
+        (`nn.fused`), else the step compiled from the cell's own graph (`tinygrad_seq.compiler`),
+        both held to the cell by the tests; the cell itself when `compile=False` or when the
+        compiler cannot take the step exactly."""
+        if self.compile:
+            fast = fused_steps(self.cell, x, state) or compile_steps(self.cell, x, state)
+            if fast is not None:
+                return fast
         xs = unstack(x, axis=1)  # one node for all x<t>, not a slice node per step
         return lambda t, state: self.cell(xs[t], state)
+
+    def explain(self, x: Any, state: State | None = None) -> str:
+        """How this layer runs its step on `x (B, T, n_x)`: the hand-fused step, the compiled
+        plan (per-sequence primitives, stacked products, the per-step primitives, deferred
+        weight gradients), or why it runs interpreted."""
+        x = _as_sequence(x, f"Recurrent({type(self.cell).__name__})")
+        if not self.compile:
+            return "interpreted: compile=False"
+        state = self.cell.init_state(x.shape[0]) if state is None else state
+        if fused_steps(self.cell, x, state) is not None:
+            return f"hand-fused: {type(self.cell).__name__} runs the fused step of nn/fused.py"
+        return _explain_compiled(self.cell, x, state)
 
 
 def _mask_output(state: Any, mask: np.ndarray) -> Any:

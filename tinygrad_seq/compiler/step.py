@@ -1,0 +1,652 @@
+"""A recurrent cell's time step compiled from its own graph: one graph node per step.
+
+`compile_steps(cell, x, state)` traces `cell(x<t>, state)` (the graph the cell builds between
+x<t>, the state's parts, its parameters and constants), plans it, and returns
+`step(t, state)` that runs the plan as one `CompiledStep` node per time step. BPTT is still
+the engine's reverse pass, over those nodes.
+
+The plan, each rewrite exact:
+
+- every primitive that depends only on parameters and constants (`W.T`, a stacked or sliced
+  weight) runs once per sequence, as ordinary graph ops, and enters the step as an input;
+- products that share their left operand, `h @ W_u.T`, `h @ W_f.T`, … (the gates of a
+  cell), become one product with the right operands joined, `h @ [W_u.T | W_f.T | …]`, cut
+  back into the gates' columns (one GEMM per step instead of one per gate);
+- a product whose right operand is such a per-sequence input leaves its weight gradient
+  deferred (`DeferredMatmulGrad`): the engine sums all steps' pairs in one GEMM with
+  K = T·B rows instead of T GEMMs with K = B;
+- the rest runs inside the step node, primitive by primitive, each with its own forward and
+  derivative from `autograd/ops.py` (no derivative is written here), without building
+  Tensors or walking the graph per primitive.
+
+Guard, never guess. The cell is traced on two steps; the step runs interpreted (exactly as
+with `compile=False`) when the two traces differ (a branch on values), a constant differs
+between them (random numbers drawn per step, a mask computed from values), the returned
+state does not have the given structure, anomaly detection is on, or the compiled step
+disagrees with the interpreted one at any step of the first sequence it sees (checked step
+by step, values). What no check can see is a branch on values that none of those steps
+takes: a cell whose equations change with its data should say `compile=False`.
+`explain(cell, x)` prints the plan
+or the reason. A cell's parameters are found as the trainable leaves its step reaches; the
+plan is remade when they are replaced, change dtype, or the batch size changes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import random as _random
+from ..autograd import Function, Tensor, anomaly, enable_grad, no_grad, unstack
+from ..autograd.backends import ARRAYS
+from ..autograd.functional import local_vjp
+from ..autograd.ops import Concat, MatMul, Split
+from ..autograd.tensor import DeferredMatmulGrad, _sequence, unbroadcast
+
+__all__ = ["CompiledStep", "Plan", "compile_steps", "explain", "use_compiled_steps"]
+
+Ref = tuple  # ("x",) x<t>; ("s", i) state part i; ("p", j) parameter; ("c", k) constant;
+#              ("n", i, o) output o of node i
+
+
+@dataclass
+class Node:
+    """One recorded primitive: its Function class, keyword arguments and input references."""
+
+    cls: type
+    kwargs: dict[str, Any]
+    inputs: list[Any]  # a Ref for a Tensor input, else the plain value itself
+    n_outputs: int
+    tuple_output: bool
+    shapes: list[tuple[int, ...]]
+    per_sequence: bool = False  # depends on parameters and constants only
+    defer: bool = False  # a product whose weight gradient is deferred to one GEMM
+
+    def describe(self) -> str:
+        args = ", ".join(_ref_text(r) for r in self.inputs if isinstance(r, tuple))
+        shape = self.shapes[0] if self.n_outputs == 1 else self.shapes
+        return f"{self.cls.__name__}({args}) -> {shape}"
+
+
+def _ref_text(ref: Ref) -> str:
+    kind = ref[0]
+    if kind == "x":
+        return "x<t>"
+    if kind == "s":
+        return f"s{ref[1]}<t-1>"
+    if kind == "n":
+        return f"%{ref[1]}" + (f".{ref[2]}" if ref[2] else "")
+    return f"{kind}{ref[1]}"
+
+
+@dataclass
+class Plan:
+    """What a compiled step runs: per-sequence nodes, then per-step nodes, from a trace."""
+
+    nodes: list[Node]
+    outputs: list[Ref]  # the new state's parts
+    params: list[Tensor]  # the trainable leaves the step reaches, by identity
+    consts: list[Any]
+    single: bool  # the state is one Tensor (else a tuple)
+    n_state: int
+    order: list[int] = field(default_factory=list)  # run order of the nodes
+    step_order: list[int] = field(default_factory=list)  # the per-step ones, in order
+    step_inputs: list[Ref] = field(default_factory=list)  # what enters each step node
+    notes: list[str] = field(default_factory=list)  # rewrites, for `explain`
+    needs_cache: dict[Any, Any] = field(default_factory=dict)
+    traced_outputs: list[np.ndarray] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """The plan as `explain` prints it."""
+        once = [i for i in self.order if self.nodes[i].per_sequence]
+        deferred = "   [weight gradient deferred: one GEMM over T·B rows]"
+        lines = [
+            f"compiled: {len(self.step_order)} primitives in one graph node per step, "
+            f"{len(once)} once per sequence",
+            "once per sequence:",
+            *(f"  %{i} = {self.nodes[i].describe()}" for i in once),
+            "each step, inputs " + ", ".join(_ref_text(r) for r in self.step_inputs) + ":",
+            *(
+                f"  %{i} = {self.nodes[i].describe()}" + (deferred if self.nodes[i].defer else "")
+                for i in self.step_order
+            ),
+            "  new state: " + ", ".join(_ref_text(r) for r in self.outputs),
+            *self.notes,
+        ]
+        return "\n".join(lines)
+
+
+class Fallback(Exception):
+    """The step cannot be compiled exactly; the message says why."""
+
+
+# ================================================================ trace
+
+
+def _parts(state: Any) -> list[Any]:
+    return [state] if isinstance(state, Tensor) else list(state)
+
+
+def trace(cell: Any, x_t: np.ndarray, state_parts: list[np.ndarray], single: bool) -> Plan:
+    """Run `cell` once on fresh leaves and record the graph from them to the new state."""
+    start = next(_sequence)  # nodes older than this were built before the step: inputs
+    x = Tensor(x_t, requires_grad=True)
+    s = [Tensor(p, requires_grad=True) for p in state_parts]
+    with enable_grad():
+        out = cell(x, s[0] if single else tuple(s))
+    out_parts = [out] if single else (list(out) if isinstance(out, tuple | list) else [])
+    if len(out_parts) != len(s) or not all(isinstance(p, Tensor) for p in out_parts):
+        raise Fallback("the returned state does not have the structure of the given one")
+    refs: dict[int, Ref] = {id(x): ("x",), **{id(p): ("s", i) for i, p in enumerate(s)}}
+    params: list[Tensor] = []
+    consts: list[Any] = []
+    order: list[Function] = []
+    seen: set[int] = set()
+    stack = [p._ctx for p in out_parts if p._ctx is not None and p._ctx.seq > start]
+    while stack:  # every node of the step (each newer than `start`)
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        order.append(fn)
+        for p in fn.parents:
+            if isinstance(p, Tensor) and p._ctx is not None and p._ctx.seq > start:
+                stack.append(p._ctx)
+    order.sort(key=lambda fn: fn.seq)
+    index = {id(fn): i for i, fn in enumerate(order)}
+
+    def ref_of(t: Tensor) -> Ref:
+        if id(t) in refs:
+            return refs[id(t)]
+        if t._ctx is not None and id(t._ctx) in index:
+            return ("n", index[id(t._ctx)], t._index)
+        if t.requires_grad:  # a parameter, or a Tensor computed before the step
+            params.append(t)
+            refs[id(t)] = ("p", len(params) - 1)
+        else:
+            consts.append(t.data)
+            refs[id(t)] = ("c", len(consts) - 1)
+        return refs[id(t)]
+
+    def constant(value: np.ndarray) -> Ref:
+        consts.append(value)
+        return ("c", len(consts) - 1)
+
+    nodes = []
+    for fn in order:
+        inputs = [
+            ref_of(p)
+            if isinstance(p, Tensor)
+            else (constant(a) if isinstance(a, np.ndarray) else p)
+            for p, a in zip(fn.parents, fn.arrays, strict=True)
+        ]
+        outs = fn.out if fn.tuple_output else (fn.out,)
+        shapes = [tuple(np.shape(o)) for o in outs]
+        nodes.append(Node(type(fn), dict(fn.kwargs), inputs, len(outs), fn.tuple_output, shapes))
+    outputs = [ref_of(p) for p in out_parts]
+    plan = Plan(nodes, outputs, params, consts, single, len(s), list(range(len(nodes))))
+    plan.traced_outputs = [p.data for p in out_parts]
+    return plan
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of traced values: arrays by value, containers element-wise."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+            and bool(np.array_equal(a, b))
+        )
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def _compare(first: Plan, second: Plan) -> None:
+    """Raise `Fallback` unless two traces of the step are the same program."""
+    if len(first.nodes) != len(second.nodes) or first.outputs != second.outputs:
+        raise Fallback("the step builds a different graph at steps 1 and 2 (a branch on values?)")
+    for i, (a, b) in enumerate(zip(first.nodes, second.nodes, strict=True)):
+        if a.cls is not b.cls or a.shapes != b.shapes or not _same(a.inputs, b.inputs):
+            raise Fallback(
+                f"the step builds a different graph at steps 1 and 2 from primitive %{i} "
+                f"({a.cls.__name__} / {b.cls.__name__}): a branch on values?"
+            )
+        if not _same(a.kwargs, b.kwargs):
+            raise Fallback(f"{a.cls.__name__} (%{i}) has different arguments at steps 1 and 2")
+    if [id(p) for p in first.params] != [id(p) for p in second.params]:
+        raise Fallback("the step uses different parameters at steps 1 and 2")
+    for k, (a, b) in enumerate(zip(first.consts, second.consts, strict=True)):
+        if not _same(np.asarray(a), np.asarray(b)):
+            raise Fallback(
+                f"constant c{k} differs between steps 1 and 2 (random numbers drawn per step, "
+                "or a value computed from the data outside the graph)"
+            )
+
+
+# ================================================================ plan
+
+
+def _is_per_sequence(plan: Plan, ref: Any) -> bool:
+    return isinstance(ref, tuple) and (
+        ref[0] in ("p", "c") or (ref[0] == "n" and plan.nodes[ref[1]].per_sequence)
+    )
+
+
+def _shape(plan: Plan, ref: Ref) -> tuple[int, ...]:
+    if ref[0] == "p":
+        return tuple(plan.params[ref[1]].shape)
+    if ref[0] == "c":
+        return tuple(np.shape(plan.consts[ref[1]]))
+    return plan.nodes[ref[1]].shapes[ref[2]]
+
+
+def _stack_products(plan: Plan) -> None:
+    """h @ W₁, h @ W₂, … (one h, per-sequence 2-D Wᵢ) → h @ [W₁ | W₂ | …], cut into columns."""
+    groups: dict[Any, list[int]] = {}
+    for i in plan.order:
+        node = plan.nodes[i]
+        if node.cls is MatMul and not node.per_sequence and len(node.shapes[0]) == 2:
+            left, right = node.inputs
+            if isinstance(right, tuple) and _is_per_sequence(plan, right):
+                if len(_shape(plan, right)) == 2 and isinstance(left, tuple):
+                    groups.setdefault(left, []).append(i)
+    replace: dict[Ref, Ref] = {}
+    inserted: dict[int, list[int]] = {}
+    dropped: set[int] = set()
+    for left, members in groups.items():
+        if len(members) < 2:
+            continue
+        widths = [plan.nodes[i].shapes[0][1] for i in members]
+        rows = plan.nodes[members[0]].shapes[0][0]
+        rights = [plan.nodes[i].inputs[1] for i in members]
+        base = len(plan.nodes)
+        plan.nodes += [
+            Node(Concat, {"axis": 1}, rights, 1, False,
+                 [(_shape(plan, rights[0])[0], sum(widths))], per_sequence=True),
+            Node(MatMul, {}, [left, ("n", base, 0)], 1, False, [(rows, sum(widths))]),
+            Node(Split, {"offsets": tuple(int(o) for o in np.cumsum(widths)[:-1]), "axis": -1},
+                 [("n", base + 1, 0)], len(members), True,
+                 [plan.nodes[i].shapes[0] for i in members]),
+        ]  # fmt: skip
+        replace.update({("n", i, 0): ("n", base + 2, k) for k, i in enumerate(members)})
+        inserted[members[0]] = [base, base + 1, base + 2]
+        dropped.update(members)
+        plan.notes.append(
+            f"stacked: {len(members)} products of {_ref_text(left)} "
+            f"({', '.join(f'%{i}' for i in members)}) as one GEMM %{base + 1}"
+        )
+    if not dropped:
+        return
+    for node in plan.nodes:
+        node.inputs = [replace.get(r, r) if isinstance(r, tuple) else r for r in node.inputs]
+    plan.outputs = [replace.get(r, r) for r in plan.outputs]
+    order: list[int] = []
+    joins = [nodes[0] for nodes in inserted.values()]  # after every other per-sequence node
+    for i in plan.order:
+        order += inserted.get(i, [])[1:]
+        if i not in dropped:
+            order.append(i)
+    once = [i for i in order if plan.nodes[i].per_sequence]
+    plan.order = once + joins + [i for i in order if not plan.nodes[i].per_sequence]
+
+
+def make_plan(plan: Plan) -> Plan:
+    """Mark per-sequence nodes, stack products, choose the step's inputs and deferrals."""
+    for i in plan.order:
+        node = plan.nodes[i]
+        node.per_sequence = all(
+            not isinstance(r, tuple) or _is_per_sequence(plan, r) for r in node.inputs
+        )
+    _stack_products(plan)
+    used: dict[Ref, int] = {}
+    for i in plan.order:
+        node = plan.nodes[i]
+        if not node.per_sequence:
+            for r in node.inputs:
+                if isinstance(r, tuple) and _is_per_sequence(plan, r) and r[0] != "c":
+                    used[r] = used.get(r, 0) + 1
+    for r in plan.outputs:
+        if _is_per_sequence(plan, r) and r[0] != "c":
+            used[r] = used.get(r, 0) + 2  # never deferred: it is handed out as well
+    plan.step_inputs = [("x",), *(("s", i) for i in range(plan.n_state)), *used]
+    for i in plan.order:
+        node = plan.nodes[i]
+        if node.cls is MatMul and not node.per_sequence and len(node.shapes[0]) == 2:
+            right = node.inputs[1]
+            node.defer = used.get(right) == 1 and len(_shape(plan, right)) == 2
+    return plan
+
+
+# ================================================================ run
+
+
+class _Contiguous(Function):
+    """A C-contiguous copy (a per-sequence weight used in every step's product)."""
+
+    def forward(self, x):
+        return np.ascontiguousarray(x)
+
+    def vjp(self, m, g, x, out):
+        return (g,)
+
+
+def _needs(plan: Plan, step_needs: tuple[bool, ...]) -> dict[int, tuple[bool, ...]]:
+    """Which inputs of each per-step node need a gradient, given the step node's."""
+    wants: dict[Any, bool] = dict(zip(plan.step_inputs, step_needs, strict=True))
+    result = {}
+    for i in plan.order:
+        node = plan.nodes[i]
+        if node.per_sequence:
+            continue
+        needs = tuple(isinstance(r, tuple) and wants.get(r, False) for r in node.inputs)
+        result[i] = needs
+        for o in range(node.n_outputs):
+            wants["n", i, o] = any(needs)
+    return result
+
+
+class CompiledStep(Function):
+    """One time step of a traced cell as one graph node: the plan's per-step primitives run
+    on arrays, each with its own forward, and backward runs their derivatives in reverse."""
+
+    def forward(self, *arrays: np.ndarray, plan: Plan, needs: tuple[bool, ...]) -> Any:
+        self.plan = plan
+        env: dict[Any, Any] = dict(zip(plan.step_inputs, arrays, strict=True))
+        tape = []
+        per_node = plan.needs_cache.get(needs)
+        if per_node is None:
+            per_node = plan.needs_cache[needs] = _needs(plan, needs)
+        for i in plan.step_order:
+            node = plan.nodes[i]
+            args = [_value(plan, env, r) for r in node.inputs]
+            fn = node.cls()
+            fn.needs_input_grad = per_node[i]
+            fn.kwargs = node.kwargs
+            if node.cls._formula_forward:
+                out = fn.formula(ARRAYS, *args)
+            else:
+                out = fn.forward(*args, **node.kwargs)
+            fn.arrays, fn.out = args, out
+            if node.tuple_output:
+                for o, value in enumerate(out):
+                    env["n", i, o] = value
+            else:
+                env["n", i, 0] = out
+            tape.append((i, fn))
+        self.tape, self.env = tape, env
+        outs = [_value(plan, env, r) for r in plan.outputs]
+        outs = [o if r[0] == "n" else np.array(o) for o, r in zip(outs, plan.outputs, strict=True)]
+        return outs[0] if plan.single else tuple(outs)
+
+    def backward(self, grads: Any) -> tuple[Any, ...]:
+        plan = self.plan
+        total: dict[Any, Any] = {}
+        for r, g in zip(plan.outputs, (grads,) if plan.single else grads, strict=True):
+            if r[0] != "c":
+                total[r] = g if r not in total else total[r] + g
+        for i, fn in reversed(self.tape):
+            node = plan.nodes[i]
+            got = [total.pop(("n", i, o), None) for o in range(node.n_outputs)]
+            if all(g is None for g in got):
+                continue
+            if node.tuple_output:
+                upstream: Any = tuple(
+                    np.zeros_like(o) if g is None else g for g, o in zip(got, fn.out, strict=True)
+                )
+            else:
+                upstream = got[0]
+            if node.defer:  # x @ W: ∂L/∂x now, ∂L/∂W = xᵀ g deferred to one GEMM
+                x, w = fn.arrays
+                in_grads: Any = (
+                    upstream @ w.T if fn.needs_input_grad[0] else None,
+                    DeferredMatmulGrad(x, upstream) if fn.needs_input_grad[1] else None,
+                )
+            elif node.cls._vjp_backward:
+                in_grads = fn.vjp(ARRAYS, upstream, *fn.arrays, fn.out)
+            else:
+                in_grads = fn.backward(upstream)
+            if type(in_grads) is not tuple:
+                in_grads = tuple(in_grads) if type(in_grads) is list else (in_grads,)
+            if len(in_grads) != len(node.inputs):
+                raise RuntimeError(
+                    f"{node.cls.__name__}.backward returned {len(in_grads)} gradient(s) for "
+                    f"{len(node.inputs)} input(s) (in a compiled step)"
+                )
+            for r, g, need in zip(node.inputs, in_grads, fn.needs_input_grad, strict=True):
+                if g is None or not need:
+                    continue
+                shape = np.shape(fn.arrays[node.inputs.index(r)])
+                if type(g) is not DeferredMatmulGrad and np.shape(g) != shape:
+                    g = unbroadcast(np.asarray(g), shape, node.cls.__name__)
+                total[r] = g if r not in total else total[r] + g
+        self.tape = self.env = None
+        return tuple(total.get(r) for r in plan.step_inputs)
+
+    def vjp(self, m: Any, g: Any, *inputs_and_out: Any) -> tuple[Any, ...]:
+        """The recorded derivative (`create_graph=True`): the plan replayed in graph ops."""
+        inputs = inputs_and_out[:-1]
+        plan = self.plan
+        env: dict[Any, Any] = dict(zip(plan.step_inputs, inputs, strict=True))
+        for i in plan.step_order:
+            node = plan.nodes[i]
+            out = node.cls.apply(*(_value(plan, env, r) for r in node.inputs), **node.kwargs)
+            for o, value in enumerate(out if node.tuple_output else (out,)):
+                env["n", i, o] = value
+        outs = [_value(plan, env, r) for r in plan.outputs]
+        return vjp_of(outs, list(inputs), list((g,) if plan.single else g))
+
+
+def vjp_of(outs: list[Any], inputs: list[Any], upstream: list[Any]) -> tuple[Any, ...]:
+    """The recorded vector-Jacobian product of `outs` (built on `inputs`) with `upstream`,
+    one entry per input (`None` for inputs that are constants or do not need one)."""
+    wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    keep = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
+    grads = local_vjp(
+        [outs[k] for k in keep], [inputs[i] for i in wrt], [upstream[k] for k in keep]
+    )
+    result: list[Any] = [None] * len(inputs)
+    for i, gi in zip(wrt, grads, strict=True):
+        result[i] = gi
+    return tuple(result)
+
+
+def _value(plan: Plan, env: dict[Any, Any], ref: Any) -> Any:
+    if not isinstance(ref, tuple):
+        return ref
+    if ref[0] == "c":
+        return plan.consts[ref[1]]
+    return env[ref]
+
+
+# ================================================================ building and caching
+
+
+def _tensors_of(obj: Any, found: dict[int, Tensor], depth: int = 0) -> None:
+    """Every Tensor held by `obj`'s attributes, through submodules, lists and dicts."""
+    if depth > 6:
+        return
+    values = vars(obj).values() if hasattr(obj, "__dict__") else ()
+    for value in values:
+        if isinstance(value, Tensor):
+            found[id(value)] = value
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, Tensor):
+                    found[id(item)] = item
+                elif hasattr(item, "__dict__") and not isinstance(item, type):
+                    _tensors_of(item, found, depth + 1)
+        elif hasattr(value, "__dict__") and hasattr(value, "parameters"):
+            _tensors_of(value, found, depth + 1)
+
+
+_enabled = os.environ.get("TINYGRAD_SEQ_COMPILE", "1") != "0"
+
+
+def use_compiled_steps(flag: bool = True) -> None:
+    """Let `Recurrent(compile=True)` compile cells' steps (`True`, the default); `False` (or
+    `TINYGRAD_SEQ_COMPILE=0`) makes every layer interpret, for comparisons."""
+    global _enabled
+    _enabled = bool(flag)
+
+
+_plans: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+_warned: set[tuple[str, str]] = set()
+
+
+def _key(cell: Any, x: Tensor, parts: list[Tensor]) -> tuple[Any, ...]:
+    held: dict[int, Tensor] = {}
+    _tensors_of(cell, held)
+    return (
+        x.shape[0], x.shape[2], x.dtype.str,
+        tuple((tuple(p.shape), p.dtype.str) for p in parts),
+        tuple((i, t.dtype.str, tuple(t.shape)) for i, t in held.items()),
+        getattr(cell, "training", None),
+    )  # fmt: skip
+
+
+def build(cell: Any, x: Tensor, state: Any) -> Plan:
+    """Trace `cell` on the first two steps of `x` and plan it; `Fallback` says why not."""
+    if anomaly.enabled:
+        raise Fallback("anomaly detection is on: every primitive is checked on its own")
+    single = isinstance(state, Tensor | np.ndarray)
+    parts = [state] if single else list(state)
+    if not all(isinstance(p, Tensor | np.ndarray) for p in parts):
+        raise Fallback("the state is not made of Tensors or arrays")
+    parts = [p if isinstance(p, Tensor) else Tensor(p) for p in parts]
+    held: dict[int, Tensor] = {}
+    _tensors_of(cell, held)
+    saved = _random._generator.bit_generator.state  # tracing must not move the generator
+    try:
+        first, out1 = _trace_once(cell, x.data[:, 0], [p.data for p in parts], single)
+        later = x.data[:, min(1, x.shape[1] - 1)]
+        second, _ = _trace_once(cell, later, out1, single)
+    finally:
+        _random._generator.bit_generator.state = saved
+    _compare(first, second)
+    for p in first.params:
+        if id(p) not in held:
+            raise Fallback(
+                f"the step uses a Tensor {tuple(p.shape)} that requires grad but is not held "
+                "by the cell (computed before the step, or another module's)"
+            )
+    plan = make_plan(first)
+    plan.step_order = [i for i in plan.order if not plan.nodes[i].per_sequence]
+    saved = _random._generator.bit_generator.state
+    try:
+        _check_first_sequence(cell, plan, x.data, [p.data for p in parts])
+    finally:
+        _random._generator.bit_generator.state = saved
+    return plan
+
+
+def _trace_once(cell: Any, x_t: np.ndarray, parts: list[np.ndarray], single: bool) -> Any:
+    plan = trace(cell, x_t, parts, single)
+    return plan, plan.traced_outputs
+
+
+def _check_first_sequence(cell: Any, plan: Plan, x: np.ndarray, parts: list[np.ndarray]) -> None:
+    """Before it is trusted, the compiled step must give the interpreted step's values at
+    every step of the first sequence (each step from the interpreted state, so differences
+    do not compound): a branch on values that the two traces did not see shows here."""
+    values = [v.data for v in _per_sequence_values(plan)]
+    single = plan.single
+    state = parts
+    for t in range(x.shape[1]):
+        with no_grad():
+            want = cell(Tensor(x[:, t]), Tensor(state[0]) if single else tuple(map(Tensor, state)))
+        want = [p.data for p in ([want] if single else want)]
+        arrays = [x[:, t], *state, *values]
+        got = CompiledStep().forward(*arrays, plan=plan, needs=(False,) * len(arrays))
+        got = [got] if single else list(got)
+        for k, (a, b) in enumerate(zip(got, want, strict=True)):
+            tol = 1e-12 if a.dtype == np.float64 else 1e-5
+            scale = 1.0 + float(np.max(np.abs(b), initial=0.0))
+            if a.shape != b.shape or not np.allclose(a, b, rtol=tol, atol=tol * scale):
+                raise Fallback(
+                    f"the compiled step disagrees with the interpreted one at step {t + 1}, "
+                    f"state part {k} (max difference {float(np.max(np.abs(a - b))):.2e}): "
+                    "a branch on values?"
+                )
+        state = want
+
+
+def _per_sequence_values(plan: Plan) -> list[Tensor]:
+    """Run the per-sequence primitives as graph ops; return the step's per-sequence inputs."""
+    env: dict[Any, Any] = {("p", j): p for j, p in enumerate(plan.params)}
+    products = {n.inputs[1] for i in plan.step_order for n in [plan.nodes[i]] if n.cls is MatMul}
+    for i in plan.order:
+        node = plan.nodes[i]
+        if node.per_sequence:
+            out = node.cls.apply(*(_value(plan, env, r) for r in node.inputs), **node.kwargs)
+            for o, value in enumerate(out if node.tuple_output else (out,)):
+                env["n", i, o] = value
+    values = []
+    for r in plan.step_inputs[1 + plan.n_state :]:
+        value = _value(plan, env, r)
+        if r in products and isinstance(value, Tensor) and not value.data.flags.c_contiguous:
+            value = _Contiguous.apply(value)
+        values.append(value)
+    return values
+
+
+def compile_steps(cell: Any, x: Tensor, state: Any) -> Callable[[int, Any], Any] | None:
+    """`step(t, state) = cell(x<t>, state)` compiled (one node per step), or `None` when the
+    step must run interpreted; the reason is warned once per cell class."""
+    if not _enabled:
+        return None
+    parts = [state] if isinstance(state, Tensor | np.ndarray) else list(state)
+    try:
+        key = _key(cell, x, parts)
+    except TypeError:  # a cell that cannot be weakly referenced or inspected
+        return None
+    cache = _plans.setdefault(cell, {})
+    plan = cache.get(key)
+    if plan is None:
+        try:
+            plan = build(cell, x, state)
+        except Fallback as why:
+            plan = str(why)
+        cache[key] = plan
+    if isinstance(plan, str):
+        name = type(cell).__name__
+        if (name, plan) not in _warned:
+            _warned.add((name, plan))
+            warnings.warn(
+                f"Recurrent({name}) runs its step interpreted: {plan} "
+                "(Recurrent(..., compile=False) says so without this warning)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return None
+    values = _per_sequence_values(plan)
+    xs = unstack(x, axis=1)
+    fixed = tuple(isinstance(v, Tensor) and v.requires_grad for v in values)
+
+    def step(t: int, state: Any) -> Any:
+        parts = [state] if isinstance(state, Tensor | np.ndarray) else list(state)
+        needs = (xs[t].requires_grad, *(getattr(p, "requires_grad", False) for p in parts), *fixed)
+        return CompiledStep.apply(xs[t], *parts, *values, plan=plan, needs=needs)
+
+    return step
+
+
+def explain(cell: Any, x: Any, state: Any = None) -> str:
+    """What the compiler makes of `cell` on `x (B, T, n_x)`: the plan, or why it runs
+    interpreted."""
+    x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+    state = cell.init_state(x.shape[0]) if state is None else state
+    try:
+        return build(cell, x, state).describe()
+    except Fallback as why:
+        return f"interpreted: {why}"
