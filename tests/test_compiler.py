@@ -133,7 +133,8 @@ def test_compiled_equals_interpreted_in_float64(kind: str) -> None:
 def test_compiled_equals_interpreted_in_float32(kind: str) -> None:
     cell = _cell(kind)
     x = np.random.default_rng(1).standard_normal((3, 6, 3)).astype(np.float32)
-    _assert_same(Recurrent(cell), x, rtol=1e-5)
+    # float32 sums (a bias gradient over B·T) run in another order inside the kernels
+    _assert_same(Recurrent(cell), x, rtol=1e-4)
 
 
 def test_bidirectional_and_stacked_layers_compile_their_cells() -> None:

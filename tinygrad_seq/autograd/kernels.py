@@ -55,6 +55,15 @@ def _scalar_helper(py_func: Callable[..., Any]) -> Callable[..., Any]:
 def _compile(py_func: Callable[..., Any]) -> Any:
     import numba
 
+    scalar_helpers()
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(py_func)
+
+
+def scalar_helpers() -> tuple[Any, Any]:
+    """`act_tanh` and `act_sigmoid`, ready to be called from any Numba kernel (the step
+    compiler's generated kernels use them, so they compute exactly what these kernels do)."""
+    import numba
+
     module = globals()
     if not module.get("_helpers_ready"):
         cache.install_locator()  # compiled kernels are cached outside the package (cache.py)
@@ -62,7 +71,7 @@ def _compile(py_func: Callable[..., Any]) -> Any:
             module[name] = numba.njit(cache=True)(module[name])
         _register_activation_overloads()
         module["_helpers_ready"] = True
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(py_func)
+    return act_tanh, act_sigmoid
 
 
 class _LazyJit:

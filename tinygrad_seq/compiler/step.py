@@ -43,11 +43,12 @@ from typing import Any
 import numpy as np
 
 from .. import random as _random
-from ..autograd import Function, Tensor, anomaly, enable_grad, no_grad, unstack
+from ..autograd import Function, Tensor, anomaly, enable_grad, kernels, no_grad, unstack
 from ..autograd.backends import ARRAYS
 from ..autograd.functional import local_vjp
 from ..autograd.ops import Concat, MatMul, Split
 from ..autograd.tensor import DeferredMatmulGrad, _sequence, unbroadcast
+from .codegen import Member, Region, elementwise, region_kernels
 
 __all__ = ["CompiledStep", "Plan", "compile_steps", "explain", "use_compiled_steps"]
 
@@ -67,6 +68,13 @@ class Node:
     shapes: list[tuple[int, ...]]
     per_sequence: bool = False  # depends on parameters and constants only
     defer: bool = False  # a product whose weight gradient is deferred to one GEMM
+    produces: list[Any] | None = None  # the refs its outputs stand for (a fused region's)
+
+    def refs(self, index: int) -> list[Any]:
+        """The references other nodes use for this node's outputs."""
+        if self.produces is not None:
+            return self.produces
+        return [("n", index, o) for o in range(self.n_outputs)]
 
     def describe(self) -> str:
         args = ", ".join(_ref_text(r) for r in self.inputs if isinstance(r, tuple))
@@ -101,6 +109,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # rewrites, for `explain`
     needs_cache: dict[Any, Any] = field(default_factory=dict)
     traced_outputs: list[np.ndarray] = field(default_factory=list)
+    input_shapes: dict[Any, tuple[int, ...]] = field(default_factory=dict)  # x<t>, s<t-1>
+    graph_order: list[int] = field(default_factory=list)  # per-step, before fusing regions
+    dtype: Any = np.float32  # of the new state: what generated kernels compute in
 
     def describe(self) -> str:
         """The plan as `explain` prints it."""
@@ -192,6 +203,8 @@ def trace(cell: Any, x_t: np.ndarray, state_parts: list[np.ndarray], single: boo
     outputs = [ref_of(p) for p in out_parts]
     plan = Plan(nodes, outputs, params, consts, single, len(s), list(range(len(nodes))))
     plan.traced_outputs = [p.data for p in out_parts]
+    plan.input_shapes = {("x",): x.shape, **{("s", i): p.shape for i, p in enumerate(s)}}
+    plan.dtype = np.result_type(*(p.dtype for p in out_parts))
     return plan
 
 
@@ -244,6 +257,8 @@ def _is_per_sequence(plan: Plan, ref: Any) -> bool:
 
 
 def _shape(plan: Plan, ref: Ref) -> tuple[int, ...]:
+    if ref[0] in ("x", "s"):
+        return tuple(plan.input_shapes[ref])
     if ref[0] == "p":
         return tuple(plan.params[ref[1]].shape)
     if ref[0] == "c":
@@ -328,6 +343,124 @@ def make_plan(plan: Plan) -> Plan:
     return plan
 
 
+def _fits(plan: Plan, node: Node) -> bool:
+    """A node a generated kernel can hold: element-wise over a (B, N) output, its operands
+    numbers or arrays that broadcast to it."""
+    if not elementwise(node.cls) or node.n_outputs != 1 or len(node.shapes[0]) != 2:
+        return False
+    for r in node.inputs:
+        if isinstance(r, tuple):
+            shape = _shape(plan, r)
+            if len(shape) > 2 or np.broadcast_shapes(shape, node.shapes[0]) != node.shapes[0]:
+                return False
+        elif not isinstance(r, int | float | bool | np.number | np.bool_) or r is None:
+            return False
+    return True
+
+
+def fuse_regions(plan: Plan) -> None:
+    """Each run of two or more element-wise primitives of one (B, N) shape becomes one
+    `Region` node: a generated forward kernel and a generated backward kernel."""
+    runs: list[list[int]] = []
+    current: list[int] = []
+    for i in plan.step_order:
+        node = plan.nodes[i]
+        fits = _fits(plan, node)
+        if fits and current and plan.nodes[current[-1]].shapes[0] == node.shapes[0]:
+            current.append(i)
+            continue
+        if len(current) > 1:
+            runs.append(current)
+        current = [i] if fits else []
+    if len(current) > 1:
+        runs.append(current)
+    for run in runs:
+        _fuse(plan, run)
+
+
+def _uses(plan: Plan, outside: set[int]) -> set[Any]:
+    """Every reference used by the per-step nodes outside `outside`, or as the new state."""
+    return {r for i in plan.step_order if i not in outside for r in plan.nodes[i].inputs} | set(
+        plan.outputs
+    )
+
+
+def _fuse(plan: Plan, run: list[int]) -> None:
+    members_at = {("n", i, 0): m for m, i in enumerate(run)}
+    inside = set(run)
+    loads: list[tuple[int, int]] = []  # (input slot, column offset) of each load
+    load_of: dict[Any, int] = {}
+    slots: list[Any] = []
+    absorbed: set[int] = set()
+
+    def load(r: Any) -> int:
+        if r not in load_of:
+            base, offset = r, 0
+            split = plan.nodes[r[1]] if r[0] == "n" else None
+            if split is not None and split.cls is Split and _absorbable(plan, r[1], inside):
+                base = split.inputs[0]
+                offset = ([0, *split.kwargs["offsets"]])[r[2]]
+                absorbed.add(r[1])
+            if base not in slots:
+                slots.append(base)
+            load_of[r] = len(loads)
+            loads.append((slots.index(base), offset))
+        return load_of[r]
+
+    members = []
+    for i in run:
+        node = plan.nodes[i]
+        inputs: list[Any] = []
+        for r in node.inputs:
+            if isinstance(r, tuple) and r in members_at:
+                inputs.append(("v", members_at[r]))
+            elif isinstance(r, tuple):
+                inputs.append(("in", load(r)))
+            else:
+                inputs.append(r)
+        shapes = [_shape(plan, r) if isinstance(r, tuple) else None for r in node.inputs]
+        members.append(Member(node.cls, node.kwargs, inputs, shapes))
+    used_after = _uses(plan, inside | absorbed)
+    exports = [m for m, i in enumerate(run) if ("n", i, 0) in used_after]
+    grads = [k for k, r in enumerate(slots) if r[0] != "c"]
+    shape = plan.nodes[run[0]].shapes[0]
+    shapes = [_shape(plan, r) for r in slots]
+    compiled = region_kernels(members, loads, shapes, exports, grads, shape, plan.dtype)
+    region = Node(
+        Region, {"kernels": compiled}, slots, len(exports), True, [shape] * len(exports),
+        produces=[("n", run[m], 0) for m in exports],
+    )  # fmt: skip
+    plan.nodes.append(region)
+    at = plan.step_order.index(run[0])
+    gone = inside | absorbed
+    plan.step_order = [
+        *(i for i in plan.step_order[:at] if i not in gone), len(plan.nodes) - 1,
+        *(i for i in plan.step_order[at:] if i not in gone),
+    ]  # fmt: skip
+    plan.notes.append(
+        f"kernel %{len(plan.nodes) - 1}: {len(run)} element-wise primitives "
+        f"({', '.join(f'%{i}' for i in run)}) as one generated forward and one backward kernel"
+        + (
+            f", reading the columns of %{', %'.join(map(str, sorted(absorbed)))} in place"
+            if absorbed
+            else ""
+        )
+    )
+
+
+def _absorbable(plan: Plan, split: int, inside: set[int]) -> bool:
+    """A cut of a 2-D product into column blocks, used only by this region: the region
+    reads the blocks in place instead."""
+    node = plan.nodes[split]
+    if node.per_sequence or node.kwargs.get("axis") not in (-1, 1):
+        return False
+    if len(_shape(plan, node.inputs[0])) != 2:
+        return False
+    if not isinstance(node.inputs[0], tuple):
+        return False
+    return not any(("n", split, o) in _uses(plan, inside | {split}) for o in range(node.n_outputs))
+
+
 # ================================================================ run
 
 
@@ -345,14 +478,12 @@ def _needs(plan: Plan, step_needs: tuple[bool, ...]) -> dict[int, tuple[bool, ..
     """Which inputs of each per-step node need a gradient, given the step node's."""
     wants: dict[Any, bool] = dict(zip(plan.step_inputs, step_needs, strict=True))
     result = {}
-    for i in plan.order:
+    for i in plan.step_order:
         node = plan.nodes[i]
-        if node.per_sequence:
-            continue
         needs = tuple(isinstance(r, tuple) and wants.get(r, False) for r in node.inputs)
         result[i] = needs
-        for o in range(node.n_outputs):
-            wants["n", i, o] = any(needs)
+        for r in node.refs(i):
+            wants[r] = any(needs)
     return result
 
 
@@ -378,11 +509,8 @@ class CompiledStep(Function):
             else:
                 out = fn.forward(*args, **node.kwargs)
             fn.arrays, fn.out = args, out
-            if node.tuple_output:
-                for o, value in enumerate(out):
-                    env["n", i, o] = value
-            else:
-                env["n", i, 0] = out
+            for r, value in zip(node.refs(i), out if node.tuple_output else (out,), strict=True):
+                env[r] = value
             tape.append((i, fn))
         self.tape, self.env = tape, env
         outs = [_value(plan, env, r) for r in plan.outputs]
@@ -397,7 +525,7 @@ class CompiledStep(Function):
                 total[r] = g if r not in total else total[r] + g
         for i, fn in reversed(self.tape):
             node = plan.nodes[i]
-            got = [total.pop(("n", i, o), None) for o in range(node.n_outputs)]
+            got = [total.pop(r, None) for r in node.refs(i)]
             if all(g is None for g in got):
                 continue
             if node.tuple_output:
@@ -438,7 +566,7 @@ class CompiledStep(Function):
         inputs = inputs_and_out[:-1]
         plan = self.plan
         env: dict[Any, Any] = dict(zip(plan.step_inputs, inputs, strict=True))
-        for i in plan.step_order:
+        for i in plan.graph_order:
             node = plan.nodes[i]
             out = node.cls.apply(*(_value(plan, env, r) for r in node.inputs), **node.kwargs)
             for o, value in enumerate(out if node.tuple_output else (out,)):
@@ -542,6 +670,9 @@ def build(cell: Any, x: Tensor, state: Any) -> Plan:
             )
     plan = make_plan(first)
     plan.step_order = [i for i in plan.order if not plan.nodes[i].per_sequence]
+    plan.graph_order = list(plan.step_order)
+    if not kernels.using_reference_kernels():
+        fuse_regions(plan)
     saved = _random._generator.bit_generator.state
     try:
         _check_first_sequence(cell, plan, x.data, [p.data for p in parts])
