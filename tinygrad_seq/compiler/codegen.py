@@ -275,6 +275,7 @@ class Kernels:
     grads: list[int]  # the inputs that get a gradient
     n_out: int
     source: str
+    dtype: Any = np.float32
 
 
 _loaded: dict[str, Any] = {}
@@ -306,7 +307,15 @@ def region_kernels(
         module = _loaded[digest] = _load(source, digest)
     views2 = [(v[0], v[1]) for v in views]
     return Kernels(
-        module.forward, module.backward, shape, views2, input_shapes, grads, len(exports), source
+        module.forward,
+        module.backward,
+        shape,
+        views2,
+        [tuple(s) for s in input_shapes],
+        grads,
+        len(exports),
+        source,
+        np.dtype(dtype),
     )
 
 
@@ -332,22 +341,23 @@ class Region(Function):
 
     def forward(self, *arrays: Any, kernels: Kernels) -> tuple[np.ndarray, ...]:
         k = kernels
-        views = [
-            np.ascontiguousarray(np.asarray(a).reshape(v))
-            for a, v in zip(arrays, k.views, strict=True)
-        ]
-        dtype = np.result_type(*(a.dtype for a in views if a.dtype.kind == "f"))
-        outs = tuple(np.empty(k.shape, dtype) for _ in range(k.n_out))
+        views = []
+        for a, view in zip(arrays, k.views, strict=True):
+            if a.shape != view:
+                a = a.reshape(view)
+            views.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+        outs = tuple(np.empty(k.shape, k.dtype) for _ in range(k.n_out))
         k.forward(*views, *outs)
         self.views, self.k = views, k
         return outs
 
     def backward(self, grads: Any) -> tuple[Any, ...]:
         k = self.k
-        upstream = [np.ascontiguousarray(g) for g in grads]
-        ds = [np.zeros(k.views[slot], upstream[0].dtype) for slot in k.grads]
+        upstream = [g if g.flags.c_contiguous else np.ascontiguousarray(g) for g in grads]
+        ds = [np.zeros(k.views[slot], k.dtype) for slot in k.grads]
         k.backward(*self.views, *upstream, *ds)
         result: list[Any] = [None] * len(k.input_shapes)
         for slot, d in zip(k.grads, ds, strict=True):
-            result[slot] = d.reshape(k.input_shapes[slot])
+            shape = k.input_shapes[slot]
+            result[slot] = d if d.shape == shape else d.reshape(shape)
         return tuple(result)

@@ -112,6 +112,7 @@ class Plan:
     input_shapes: dict[Any, tuple[int, ...]] = field(default_factory=dict)  # x<t>, s<t-1>
     graph_order: list[int] = field(default_factory=list)  # per-step, before fusing regions
     dtype: Any = np.float32  # of the new state: what generated kernels compute in
+    program: Any = None  # the per-step nodes ready to run (made on first use)
 
     def describe(self) -> str:
         """The plan as `explain` prints it."""
@@ -487,59 +488,139 @@ def _needs(plan: Plan, step_needs: tuple[bool, ...]) -> dict[int, tuple[bool, ..
     return result
 
 
+@dataclass
+class _Program:
+    """A plan's per-step nodes ready to run: each with the keys of its arguments."""
+
+    constants: dict[Any, Any]  # constants and plain values, under keys of their own
+    steps: list[tuple[int, Node, list[Any], list[Any], Any]]
+    outputs: list[Any]
+    out_refs: dict[int, list[Any]]
+    in_shapes: dict[int, list[Any]]  # of each input (None for a plain value)
+    cuts: dict[int, list[tuple[int, int]]]  # a Concat's input bounds along its axis
+
+
+def _fast_concat(axis: int, offsets: np.ndarray) -> Callable[[Any, list[np.ndarray]], Any]:
+    """`Concat.forward` with its offsets computed once, from the traced shapes."""
+
+    def run(fn: Any, args: list[np.ndarray]) -> np.ndarray:
+        fn.axis, fn.offsets = axis, offsets
+        return np.concatenate(args, axis=axis)
+
+    return run
+
+
+def _fast_matmul(fn: Any, args: list[np.ndarray]) -> np.ndarray:
+    return args[0] @ args[1]  # the shapes were checked when the step was traced
+
+
+def _program(plan: Plan) -> _Program:
+    constants: dict[Any, Any] = {("c", k): c for k, c in enumerate(plan.consts)}
+    steps = []
+    in_shapes: dict[int, list[Any]] = {}
+    cuts: dict[int, list[tuple[int, int]]] = {}
+    for i in plan.step_order:
+        node = plan.nodes[i]
+        in_shapes[i] = [_shape(plan, r) if isinstance(r, tuple) else None for r in node.inputs]
+        keys = []
+        for position, r in enumerate(node.inputs):
+            if isinstance(r, tuple):
+                keys.append(r)
+            else:
+                key = ("k", i, position)
+                constants[key] = r
+                keys.append(key)
+        fast = None
+        if node.cls is Concat and node.n_outputs == 1:
+            axis = node.kwargs.get("axis", 0)
+            widths = [_shape(plan, r)[axis] for r in node.inputs]
+            fast = _fast_concat(axis, np.cumsum(widths)[:-1])
+            ends = np.cumsum(widths).tolist()
+            cuts[i] = list(zip([0, *ends[:-1]], ends, strict=True))
+        elif node.cls is MatMul and all(
+            isinstance(r, tuple) and len(_shape(plan, r)) == 2 for r in node.inputs
+        ):
+            fast = _fast_matmul
+        steps.append((i, node, keys, node.refs(i), fast))
+    outputs = list(plan.outputs)
+    out_refs = {i: refs for i, _, _, refs, _ in steps}
+    plan.program = _Program(constants, steps, outputs, out_refs, in_shapes, cuts)
+    return plan.program
+
+
+def _cut(g: np.ndarray, axis: int, bounds: list[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+    """g cut into the blocks a Concat joined, along `axis`."""
+    axis = axis % g.ndim
+    lead = (slice(None),) * axis
+    return tuple(g[(*lead, slice(a, b))] for a, b in bounds)
+
+
 class CompiledStep(Function):
     """One time step of a traced cell as one graph node: the plan's per-step primitives run
     on arrays, each with its own forward, and backward runs their derivatives in reverse."""
 
     def forward(self, *arrays: np.ndarray, plan: Plan, needs: tuple[bool, ...]) -> Any:
         self.plan = plan
-        env: dict[Any, Any] = dict(zip(plan.step_inputs, arrays, strict=True))
+        program = plan.program or _program(plan)
+        env: dict[Any, Any] = dict(program.constants)
+        env.update(zip(plan.step_inputs, arrays, strict=True))
         tape = []
         per_node = plan.needs_cache.get(needs)
         if per_node is None:
             per_node = plan.needs_cache[needs] = _needs(plan, needs)
-        for i in plan.step_order:
-            node = plan.nodes[i]
-            args = [_value(plan, env, r) for r in node.inputs]
+        for i, node, keys, out_refs, fast in program.steps:
+            args = [env[k] for k in keys]
             fn = node.cls()
             fn.needs_input_grad = per_node[i]
             fn.kwargs = node.kwargs
-            if node.cls._formula_forward:
+            if fast is not None:
+                out = fast(fn, args)
+            elif node.cls._formula_forward:
                 out = fn.formula(ARRAYS, *args)
             else:
                 out = fn.forward(*args, **node.kwargs)
             fn.arrays, fn.out = args, out
-            for r, value in zip(node.refs(i), out if node.tuple_output else (out,), strict=True):
-                env[r] = value
+            if node.tuple_output:
+                env.update(zip(out_refs, out, strict=True))
+            else:
+                env[out_refs[0]] = out
             tape.append((i, fn))
-        self.tape, self.env = tape, env
-        outs = [_value(plan, env, r) for r in plan.outputs]
+        self.tape = tape
+        outs = [env[r] for r in program.outputs]
         outs = [o if r[0] == "n" else np.array(o) for o, r in zip(outs, plan.outputs, strict=True)]
         return outs[0] if plan.single else tuple(outs)
 
     def backward(self, grads: Any) -> tuple[Any, ...]:
         plan = self.plan
+        program = plan.program
         total: dict[Any, Any] = {}
         for r, g in zip(plan.outputs, (grads,) if plan.single else grads, strict=True):
             if r[0] != "c":
                 total[r] = g if r not in total else total[r] + g
+        pop = total.pop
         for i, fn in reversed(self.tape):
             node = plan.nodes[i]
-            got = [total.pop(r, None) for r in node.refs(i)]
-            if all(g is None for g in got):
-                continue
+            out_refs = program.out_refs[i]
             if node.tuple_output:
+                got = [pop(r, None) for r in out_refs]
+                if all(g is None for g in got):
+                    continue
                 upstream: Any = tuple(
                     np.zeros_like(o) if g is None else g for g, o in zip(got, fn.out, strict=True)
                 )
             else:
-                upstream = got[0]
+                upstream = pop(out_refs[0], None)
+                if upstream is None:
+                    continue
+            needs = fn.needs_input_grad
             if node.defer:  # x @ W: ∂L/∂x now, ∂L/∂W = xᵀ g deferred to one GEMM
                 x, w = fn.arrays
                 in_grads: Any = (
-                    upstream @ w.T if fn.needs_input_grad[0] else None,
-                    DeferredMatmulGrad(x, upstream) if fn.needs_input_grad[1] else None,
+                    upstream @ w.T if needs[0] else None,
+                    DeferredMatmulGrad(x, upstream) if needs[1] else None,
                 )
+            elif node.cls is Concat:  # slices of g: the same as Concat's vjp, without np.split
+                in_grads = _cut(upstream, fn.axis, program.cuts[i])
             elif node.cls._vjp_backward:
                 in_grads = fn.vjp(ARRAYS, upstream, *fn.arrays, fn.out)
             else:
@@ -551,14 +632,16 @@ class CompiledStep(Function):
                     f"{node.cls.__name__}.backward returned {len(in_grads)} gradient(s) for "
                     f"{len(node.inputs)} input(s) (in a compiled step)"
                 )
-            for r, g, need in zip(node.inputs, in_grads, fn.needs_input_grad, strict=True):
+            for r, g, need, shape in zip(
+                node.inputs, in_grads, needs, program.in_shapes[i], strict=True
+            ):
                 if g is None or not need:
                     continue
-                shape = np.shape(fn.arrays[node.inputs.index(r)])
-                if type(g) is not DeferredMatmulGrad and np.shape(g) != shape:
+                if type(g) is not DeferredMatmulGrad and g.shape != shape:
                     g = unbroadcast(np.asarray(g), shape, node.cls.__name__)
-                total[r] = g if r not in total else total[r] + g
-        self.tape = self.env = None
+                before = total.get(r)
+                total[r] = g if before is None else before + g
+        self.tape = None
         return tuple(total.get(r) for r in plan.step_inputs)
 
     def vjp(self, m: Any, g: Any, *inputs_and_out: Any) -> tuple[Any, ...]:
