@@ -6,7 +6,7 @@ Every op is a `Function` subclass (see `ops.py`), the same extension point users
 
 from . import graph, kernels, memory
 from .anomaly import AnomalyError, detect_anomaly
-from .functional import hessian_vector_product
+from .functional import hessian_vector_product, local_vjp
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck, gradient_pairs, numerical_grad
 from .graph import count_ops, leaves, nodes, render, to_dot
 from .ops import (
@@ -41,6 +41,7 @@ __all__ = [
     "is_grad_enabled",
     "kernels",
     "leaves",
+    "local_vjp",
     "maximum",
     "memory",
     "minimum",

@@ -111,6 +111,12 @@ class Recurrent(Module):
     the masked units start the step from 0. Masks come from the library generator
     (`tinygrad_seq.manual_seed`), m_x drawn before m_a.
 
+    `compile=True` (the default) runs the built-in LSTM, GRU (reset after) and RNN through
+    their hand-fused steps (`nn.fused`) and any other cell through its step compiled from its
+    own graph (`tinygrad_seq.compiler`: one graph node per step, generated kernels), whenever
+    that is exact; `compile=False` always interprets, op by op. Results and gradients are the
+    same either way (to float rounding); `explain(x)` says which path runs and why.
+
     At the first step, the state the cell returns is checked against the state it was given
     (one Tensor or a tuple of the same length, each part `(B, n_a)` in the initial state's
     dtype); a mismatch raises an error naming the cell.
