@@ -163,9 +163,12 @@ def test_one_graph_node_per_step() -> None:
 
 def test_the_lstm_plan_stacks_its_four_gate_products_and_defers_the_weight_gradient() -> None:
     text = explain(LSTMCell(3, 4), np.ones((2, 5, 3), np.float32))
-    assert "stacked: 4 products of %0" in text
+    assert text.startswith("compiled: 2 primitives in one graph node per step")
+    assert "stacked: 4 products of s0<t-1>" in text  # a<t-1> @ [W_c, W_u, W_f, W_o]ᵀ
+    assert "stacked: 4 products of x<t>" in text and "hoisted: %" in text  # one T·B GEMM
     assert text.count("weight gradient deferred") == 1
-    assert "once per sequence" in text and "Transpose(" in text
+    assert "Region(" in text and "reading the columns of" in text
+    assert text.count("Transpose(") == 4
     assert Recurrent(LSTMCell(3, 4), compile=False).explain(np.ones((2, 5, 3))) == (
         "interpreted: compile=False"
     )

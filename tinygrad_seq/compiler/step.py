@@ -46,7 +46,7 @@ from .. import random as _random
 from ..autograd import Function, Tensor, anomaly, enable_grad, kernels, no_grad, unstack
 from ..autograd.backends import ARRAYS
 from ..autograd.functional import local_vjp
-from ..autograd.ops import Concat, MatMul, Split
+from ..autograd.ops import Add, Concat, GetItem, MatMul, Split
 from ..autograd.tensor import DeferredMatmulGrad, _sequence, unbroadcast
 from .codegen import Member, Region, elementwise, region_kernels
 
@@ -113,6 +113,7 @@ class Plan:
     graph_order: list[int] = field(default_factory=list)  # per-step, before fusing regions
     dtype: Any = np.float32  # of the new state: what generated kernels compute in
     program: Any = None  # the per-step nodes ready to run (made on first use)
+    hoisted: list[Any] = field(default_factory=list)  # W of each x<t> @ W run before the loop
 
     def describe(self) -> str:
         """The plan as `explain` prints it."""
@@ -192,6 +193,8 @@ def trace(cell: Any, x_t: np.ndarray, state_parts: list[np.ndarray], single: boo
 
     nodes = []
     for fn in order:
+        if any(isinstance(p, tuple | list) for p in fn.parents):
+            raise Fallback(f"{type(fn).__name__} takes a tuple or list as a positional input")
         inputs = [
             ref_of(p)
             if isinstance(p, Tensor)
@@ -258,7 +261,7 @@ def _is_per_sequence(plan: Plan, ref: Any) -> bool:
 
 
 def _shape(plan: Plan, ref: Ref) -> tuple[int, ...]:
-    if ref[0] in ("x", "s"):
+    if ref[0] in ("x", "s", "xw"):
         return tuple(plan.input_shapes[ref])
     if ref[0] == "p":
         return tuple(plan.params[ref[1]].shape)
@@ -317,14 +320,108 @@ def _stack_products(plan: Plan) -> None:
     plan.order = once + joins + [i for i in order if not plan.nodes[i].per_sequence]
 
 
+def _split_joined_products(plan: Plan) -> None:
+    """[h₁, x<t>] @ W → h₁ @ W[rows₁] + x<t> @ W[rows₂]: the product of x<t> no longer waits
+    for the state, so it can be hoisted out of the time loop."""
+    replace: dict[Ref, Ref] = {}
+    for i in list(plan.order):
+        node = plan.nodes[i]
+        if node.cls is not MatMul or node.per_sequence or len(node.shapes[0]) != 2:
+            continue
+        left, right = node.inputs
+        if not (isinstance(left, tuple) and left[0] == "n" and _is_per_sequence(plan, right)):
+            continue
+        joined = plan.nodes[left[1]]
+        parts = joined.inputs
+        if joined.cls is not Concat or joined.kwargs.get("axis") not in (-1, 1):
+            continue
+        if ("x",) not in parts or not all(isinstance(r, tuple) for r in parts):
+            continue
+        if len(_shape(plan, right)) != 2 or any(len(_shape(plan, r)) != 2 for r in parts):
+            continue
+        rows, cols = node.shapes[0]
+        start, total = 0, None
+        for r in parts:
+            width = _shape(plan, r)[1]
+            block = Node(GetItem, {"index": slice(start, start + width)}, [right], 1, False,
+                         [(width, cols)], per_sequence=True)  # fmt: skip
+            plan.nodes.append(block)
+            plan.order.insert(0, len(plan.nodes) - 1)  # per-sequence: before every step node
+            product = Node(MatMul, {}, [r, ("n", len(plan.nodes) - 1, 0)], 1, False, [(rows, cols)])
+            plan.nodes.append(product)
+            at = plan.order.index(i)
+            plan.order.insert(at, len(plan.nodes) - 1)
+            term = ("n", len(plan.nodes) - 1, 0)
+            if total is not None:
+                plan.nodes.append(Node(Add, {}, [total, term], 1, False, [(rows, cols)]))
+                plan.order.insert(at + 1, len(plan.nodes) - 1)
+                term = ("n", len(plan.nodes) - 1, 0)
+            total, start = term, start + width
+        replace["n", i, 0] = total
+        plan.order.remove(i)
+        plan.notes.append(f"split: %{i}, a product of the joined {_ref_text(left)}, by blocks")
+    if replace:
+        for node in plan.nodes:
+            node.inputs = [replace.get(r, r) if isinstance(r, tuple) else r for r in node.inputs]
+        plan.outputs = [replace.get(r, r) for r in plan.outputs]
+
+
+def _hoist_input_products(plan: Plan) -> None:
+    """x<t> @ W with a per-sequence W: one GEMM over all T·B rows before the loop; each step
+    gets its rows as an input ("xw", k)."""
+    replace: dict[Ref, Ref] = {}
+    for i in list(plan.order):
+        node = plan.nodes[i]
+        if node.cls is MatMul and not node.per_sequence and node.inputs[0] == ("x",):
+            right = node.inputs[1]
+            if _is_per_sequence(plan, right) and len(_shape(plan, right)) == 2:
+                k = len(plan.hoisted)
+                plan.hoisted.append(right)
+                plan.input_shapes["xw", k] = node.shapes[0]
+                replace["n", i, 0] = ("xw", k)
+                plan.order.remove(i)
+                plan.notes.append(
+                    f"hoisted: %{i} = x<t> @ {_ref_text(right)}, one GEMM over T·B rows"
+                )
+    if replace:
+        for node in plan.nodes:
+            node.inputs = [replace.get(r, r) if isinstance(r, tuple) else r for r in node.inputs]
+        plan.outputs = [replace.get(r, r) for r in plan.outputs]
+
+
+def _drop_dead(plan: Plan) -> None:
+    """Remove nodes whose outputs nothing uses (a join the split products replaced)."""
+    live: set[Any] = {r for r in plan.outputs if isinstance(r, tuple)}
+    live.update(r for r in plan.hoisted)
+    keep = []
+    for i in reversed(plan.order):
+        node = plan.nodes[i]
+        if any(("n", i, o) in live for o in range(node.n_outputs)):
+            keep.append(i)
+            live.update(r for r in node.inputs if isinstance(r, tuple))
+    plan.order = keep[::-1]
+
+
+def _per_sequence_first(plan: Plan) -> None:
+    """All per-sequence nodes before the steps, by index: a node is only ever added after
+    its inputs (traced in order, rewrites appended), so that order is topological."""
+    once = sorted(i for i in plan.order if plan.nodes[i].per_sequence)
+    plan.order = once + [i for i in plan.order if not plan.nodes[i].per_sequence]
+
+
 def make_plan(plan: Plan) -> Plan:
-    """Mark per-sequence nodes, stack products, choose the step's inputs and deferrals."""
+    """Mark per-sequence nodes, split joined products, hoist x<t>'s products, stack the
+    rest, drop dead nodes, and choose the step's inputs and deferrals."""
     for i in plan.order:
         node = plan.nodes[i]
         node.per_sequence = all(
             not isinstance(r, tuple) or _is_per_sequence(plan, r) for r in node.inputs
         )
+    _split_joined_products(plan)
     _stack_products(plan)
+    _hoist_input_products(plan)
+    _per_sequence_first(plan)
+    _drop_dead(plan)
     used: dict[Ref, int] = {}
     for i in plan.order:
         node = plan.nodes[i]
@@ -335,7 +432,8 @@ def make_plan(plan: Plan) -> Plan:
     for r in plan.outputs:
         if _is_per_sequence(plan, r) and r[0] != "c":
             used[r] = used.get(r, 0) + 2  # never deferred: it is handed out as well
-    plan.step_inputs = [("x",), *(("s", i) for i in range(plan.n_state)), *used]
+    hoisted = [("xw", k) for k in range(len(plan.hoisted))]
+    plan.step_inputs = [("x",), *(("s", i) for i in range(plan.n_state)), *hoisted, *used]
     for i in plan.order:
         node = plan.nodes[i]
         if node.cls is MatMul and not node.per_sequence and len(node.shapes[0]) == 2:
@@ -773,14 +871,15 @@ def _check_first_sequence(cell: Any, plan: Plan, x: np.ndarray, parts: list[np.n
     """Before it is trusted, the compiled step must give the interpreted step's values at
     every step of the first sequence (each step from the interpreted state, so differences
     do not compound): a branch on values that the two traces did not see shows here."""
-    values = [v.data for v in _per_sequence_values(plan)]
+    fixed, per_step = _per_sequence_values(plan, Tensor(x))
+    values = [v.data for v in fixed]
     single = plan.single
     state = parts
     for t in range(x.shape[1]):
         with no_grad():
             want = cell(Tensor(x[:, t]), Tensor(state[0]) if single else tuple(map(Tensor, state)))
         want = [p.data for p in ([want] if single else want)]
-        arrays = [x[:, t], *state, *values]
+        arrays = [x[:, t], *state, *(rows[t].data for rows in per_step), *values]
         got = CompiledStep().forward(*arrays, plan=plan, needs=(False,) * len(arrays))
         got = [got] if single else list(got)
         for k, (a, b) in enumerate(zip(got, want, strict=True)):
@@ -795,8 +894,9 @@ def _check_first_sequence(cell: Any, plan: Plan, x: np.ndarray, parts: list[np.n
         state = want
 
 
-def _per_sequence_values(plan: Plan) -> list[Tensor]:
-    """Run the per-sequence primitives as graph ops; return the step's per-sequence inputs."""
+def _per_sequence_values(plan: Plan, x: Tensor) -> tuple[list[Tensor], list[Any]]:
+    """Run the per-sequence primitives as graph ops: the step's per-sequence inputs, and for
+    each hoisted product x<t> @ W its T per-step rows (one GEMM over all T·B rows)."""
     env: dict[Any, Any] = {("p", j): p for j, p in enumerate(plan.params)}
     products = {n.inputs[1] for i in plan.step_order for n in [plan.nodes[i]] if n.cls is MatMul}
     for i in plan.order:
@@ -806,12 +906,17 @@ def _per_sequence_values(plan: Plan) -> list[Tensor]:
             for o, value in enumerate(out if node.tuple_output else (out,)):
                 env["n", i, o] = value
     values = []
-    for r in plan.step_inputs[1 + plan.n_state :]:
+    for r in plan.step_inputs[1 + plan.n_state + len(plan.hoisted) :]:
         value = _value(plan, env, r)
         if r in products and isinstance(value, Tensor) and not value.data.flags.c_contiguous:
             value = _Contiguous.apply(value)
         values.append(value)
-    return values
+    B, T, n_x = x.shape
+    rows = x.reshape(B * T, n_x)
+    per_step = [
+        unstack((rows @ _value(plan, env, w)).reshape(B, T, -1), axis=1) for w in plan.hoisted
+    ]
+    return values, per_step
 
 
 def compile_steps(cell: Any, x: Tensor, state: Any) -> Callable[[int, Any], Any] | None:
@@ -843,14 +948,20 @@ def compile_steps(cell: Any, x: Tensor, state: Any) -> Callable[[int, Any], Any]
                 stacklevel=4,
             )
         return None
-    values = _per_sequence_values(plan)
+    values, per_step = _per_sequence_values(plan, x)
     xs = unstack(x, axis=1)
     fixed = tuple(isinstance(v, Tensor) and v.requires_grad for v in values)
 
     def step(t: int, state: Any) -> Any:
         parts = [state] if isinstance(state, Tensor | np.ndarray) else list(state)
-        needs = (xs[t].requires_grad, *(getattr(p, "requires_grad", False) for p in parts), *fixed)
-        return CompiledStep.apply(xs[t], *parts, *values, plan=plan, needs=needs)
+        rows = [h[t] for h in per_step]
+        needs = (
+            xs[t].requires_grad,
+            *(getattr(p, "requires_grad", False) for p in parts),
+            *(r.requires_grad for r in rows),
+            *fixed,
+        )
+        return CompiledStep.apply(xs[t], *parts, *rows, *values, plan=plan, needs=needs)
 
     return step
 
