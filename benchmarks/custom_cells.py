@@ -8,7 +8,9 @@ Each cell runs as
 - `compiled`: `Recurrent(cell)` with the hand-fused steps off, so the built-ins take the
   compiler too (`tinygrad_seq.compiler`);
 - `interpreted`: `Recurrent(cell, compile=False)`, op by op, as every user cell ran before;
-- `hand-fused`: the built-in LSTM and GRU (reset after) through `nn/fused.py`.
+- `hand-fused`: the built-in LSTM and GRU (reset after) through `nn/fused.py`;
+- `torch loop`: the same cell's equations as a PyTorch Python loop of the same primitives
+  (when PyTorch is installed; not written for the layer-norm LSTM and the reset-after GRU).
 
 Every measurement is a median over rounds, each round running every implementation once in
 a rotated order; the machine's quietness is reported (GEMM probe, CPU used by others). One
@@ -40,6 +42,83 @@ import _common as C  # noqa: E402
 from train_step import LR, make_batch  # noqa: E402
 
 COMPILED, INTERPRETED, FUSED = "compiled", "interpreted", "hand-fused"
+TORCH = "torch loop"
+
+
+def _torch_step_fn(name: str) -> Callable[..., Any] | None:
+    """The cell's equations as a PyTorch loop body `(params, x_t, state) -> state`, the same
+    primitives as ours (None where no such loop is written here)."""
+    import torch
+
+    cat, sig, tanh = torch.cat, torch.sigmoid, torch.tanh
+
+    def mgu(P, x, a):
+        f = sig(cat([a, x], 1) @ P["W_f"].T + P["b_f"])
+        return (1 - f) * a + f * tanh(cat([f * a, x], 1) @ P["W_a"].T + P["b_a"])
+
+    def indrnn(P, x, a):
+        return torch.relu(x @ P["W"].T + P["u"] * a + P["b"])
+
+    def gru_course(P, x, a):
+        ax = cat([a, x], 1)
+        r, u = sig(ax @ P["W_r"].T + P["b_r"]), sig(ax @ P["W_u"].T + P["b_u"])
+        return u * tanh(cat([r * a, x], 1) @ P["W_c"].T + P["b_c"]) + (1 - u) * a
+
+    def gru_simplified(P, x, a):
+        ax = cat([a, x], 1)
+        u = sig(ax @ P["W_u"].T + P["b_u"])
+        return u * tanh(ax @ P["W_c"].T + P["b_c"]) + (1 - u) * a
+
+    def lstm(P, x, state, peep=False):
+        a, c = state
+        ax = cat([a, x], 1)
+        ct = tanh(ax @ P["W_c"].T + P["b_c"])
+        gate = [ax @ P[f"W_{g}"].T + P[f"b_{g}"] for g in "ufo"]
+        if peep:
+            gate = [z + P[f"p_{g}"] * c for z, g in zip(gate, "ufo", strict=True)]
+        u, f, o = (sig(z) for z in gate)
+        c = u * ct + f * c
+        return o * tanh(c), c
+
+    return {
+        "MGU (user)": mgu,
+        "IndRNN (user)": indrnn,
+        "GRU, course (reset before)": gru_course,
+        "GRU, simplified": gru_simplified,
+        "LSTM, peephole": lambda P, x, s: lstm(P, x, s, peep=True),
+        "LSTM": lstm,
+    }.get(name)
+
+
+def build_torch(cell: Any, name: str, H: int, x: np.ndarray, y: np.ndarray) -> Any:
+    """The same cell (its own initial weights) as a PyTorch Python loop, one SGD step."""
+    body = _torch_step_fn(name)
+    if body is None:
+        return None
+    import torch
+
+    P = {n: torch.tensor(p.data, requires_grad=True) for n, p in cell.named_parameters()}
+    head = torch.nn.Linear(H, x.shape[-1])
+    params = [*P.values(), *head.parameters()]
+    opt = torch.optim.SGD(params, lr=LR)
+    xt, yt = torch.tensor(x), torch.tensor(y.reshape(-1))
+    parts = getattr(cell, "state_parts", 1)
+
+    def step() -> Any:
+        opt.zero_grad()
+        zeros = torch.zeros(x.shape[0], H)
+        state: Any = zeros if parts == 1 else (zeros, zeros)
+        outs = []
+        for t in range(x.shape[1]):
+            state = body(P, xt[:, t], state)
+            outs.append(state if parts == 1 else state[0])
+        logits = head(torch.stack(outs, 1)).reshape(-1, x.shape[-1])
+        loss = torch.nn.functional.cross_entropy(logits, yt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
 
 
 def _doc_cells() -> dict[str, type]:
@@ -105,7 +184,7 @@ def build(make: Callable, how: str, H: int, x: np.ndarray, y: np.ndarray) -> Cal
     return step
 
 
-def bench(hiddens: list[int], rounds: int, target: float, gap: float) -> list[str]:
+def bench(hiddens: list[int], rounds: int, target: float, gap: float, torch_ok: bool) -> list[str]:
     x, y = make_batch()
     lines = []
     for H in hiddens:
@@ -115,12 +194,18 @@ def bench(hiddens: list[int], rounds: int, target: float, gap: float) -> list[st
                 step = build(make, how, H, x, y)
                 step()  # warm-up: tracing, kernel compilation (or the cache), allocator
                 tasks[(name, how)] = (step, C.calibrate(step, target))
+            if torch_ok:
+                theirs = build_torch(make(x.shape[-1], H, np.random.default_rng(0)), name, H, x, y)
+                if theirs is not None:
+                    theirs()
+                    tasks[(name, TORCH)] = (theirs, C.calibrate(theirs, target))
         times = C.interleave(tasks, rounds, gap=gap)
         rate = {key: B_T / C.median(v) for key, v in times.items()}
         rows = []
         for name in cells():
             c, i = rate[(name, COMPILED)], rate[(name, INTERPRETED)]
             f = rate.get((name, FUSED))
+            tl = rate.get((name, TORCH))
             rows.append(
                 [
                     name,
@@ -129,12 +214,17 @@ def bench(hiddens: list[int], rounds: int, target: float, gap: float) -> list[st
                     f"{c / i:.2f}×",
                     "" if f is None else C.fmt_rate(f),
                     "" if f is None else f"{c / f:.2f}×",
+                    "" if tl is None else C.fmt_rate(tl),
+                    "" if tl is None else f"{c / tl:.2f}×",
                     f"{max(C.spread(times[(name, how)]) for how in (COMPILED, INTERPRETED)):.0%}",
                 ]
             )
-        header = ["cell", COMPILED, INTERPRETED, "÷ interp.", FUSED, "÷ fused", "spread"]
+        header = [
+            "cell", COMPILED, INTERPRETED, "÷ interp.", FUSED, "÷ fused", TORCH, "÷ torch",
+            "spread",
+        ]  # fmt: skip
         lines.append(f"\nH = {H}, tokens/s (median of {rounds} rounds):\n")
-        lines.append(C.markdown_table(header, rows, "lrrrrrr"))
+        lines.append(C.markdown_table(header, rows, "lrrrrrrrr"))
     return lines
 
 
@@ -179,11 +269,17 @@ def main() -> int:
     before = probe.measure()
     watch = C.CpuWatch().start()
     print("machine:", C.machine_info())
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        print("PyTorch is not installed: no torch loop column (pip install torch==2.13.0)")
     default = os.cpu_count() or 1
     for threads in (1, default):
-        C.set_threads(threads)
-        print(f"\n== {threads} thread(s): {C.thread_info()}", flush=True)
-        print("\n".join(bench(hiddens, args.rounds, args.target, args.gap)), flush=True)
+        C.set_threads(threads, torch)
+        print(f"\n== {threads} thread(s): {C.thread_info(torch)}", flush=True)
+        lines = bench(hiddens, args.rounds, args.target, args.gap, torch is not None)
+        print("\n".join(lines), flush=True)
     C.set_threads(1)
     print("\n".join(fixed_cost(args.rounds)))
     use_fused_cells(True)
