@@ -352,3 +352,15 @@ def test_drawn_cells_compile_to_the_interpreted_step_and_pass_gradcheck(
         return (outputs * outputs).sum()
 
     assert_grads_close(loss, *cell.parameters(), atol=1e-6, rtol=1e-4)
+
+
+def test_integer_inputs_run_interpreted_and_say_so() -> None:
+    cell = _cell("MGUCell")
+    x = np.random.default_rng(7).random((2, 4, 3)) > 0.5  # a boolean one-hot-like input
+    assert explain(cell, x.astype(np.int64)) == (
+        "interpreted: x has dtype int64: only floating-point inputs are compiled"
+    )
+    with pytest.warns(RuntimeWarning, match="x has dtype bool"):
+        compiled, _ = Recurrent(cell)(x)
+    interpreted, _ = Recurrent(cell, compile=False)(x)
+    np.testing.assert_array_equal(compiled.data, interpreted.data)

@@ -828,6 +828,8 @@ def build(cell: Any, x: Tensor, state: Any) -> Plan:
     """Trace `cell` on the first two steps of `x` and plan it; `Fallback` says why not."""
     if anomaly.enabled:
         raise Fallback("anomaly detection is on: every primitive is checked on its own")
+    if x.dtype.kind != "f":  # a cell may cast it, or use it as indices: not one graph
+        raise Fallback(f"x has dtype {x.dtype}: only floating-point inputs are compiled")
     single = isinstance(state, Tensor | np.ndarray)
     parts = [state] if single else list(state)
     if not all(isinstance(p, Tensor | np.ndarray) for p in parts):
