@@ -62,8 +62,9 @@ LR = 0.05
 CELLS = ("rnn", "gru", "lstm")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 OURS, NUMPY, FUSED, LOOP = "ours", "numpy BPTT", "torch fused", "torch cell loop"
-IMPLS = (OURS, NUMPY, FUSED, LOOP)
-TARGETS = {NUMPY: 1.0, LOOP: 1.0, FUSED: 0.8}  # ours ÷ baseline, at least (the speed targets)
+BASELINE = "baseline checkout"
+IMPLS = (OURS, BASELINE, NUMPY, FUSED, LOOP)
+TARGETS = {NUMPY: 1.0, LOOP: 1.0, FUSED: 0.8, BASELINE: 1.0}  # ours ÷ baseline, at least
 CHAIN_OPS = 1000
 README = HERE / "README.md"
 RESULTS_HEADING = "## Latest results"
@@ -81,12 +82,24 @@ def make_batch(
 
 
 def build_ours(
-    kind: str, H: int, x: np.ndarray, targets: np.ndarray, dtype: Any = np.float32, seed: int = 0
+    kind: str,
+    H: int,
+    x: np.ndarray,
+    targets: np.ndarray,
+    dtype: Any = np.float32,
+    seed: int = 0,
+    package: str = "tinygrad_seq",
 ) -> SimpleNamespace:
-    from tinygrad_seq import Tensor
-    from tinygrad_seq.nn import GRUCell, Linear, LSTMCell, Recurrent, RNNCell
-    from tinygrad_seq.nn.functional import cross_entropy
-    from tinygrad_seq.optim import SGD
+    """`package` may name another checkout's copy (`--baseline`, `_common.import_baseline`)."""
+    import importlib
+
+    Tensor = importlib.import_module(package).Tensor
+    nn = importlib.import_module(f"{package}.nn")
+    GRUCell, Linear, LSTMCell, Recurrent, RNNCell = (
+        nn.GRUCell, nn.Linear, nn.LSTMCell, nn.Recurrent, nn.RNNCell
+    )  # fmt: skip
+    cross_entropy = importlib.import_module(f"{package}.nn.functional").cross_entropy
+    SGD = importlib.import_module(f"{package}.optim").SGD
 
     rng = np.random.default_rng(seed)
     n_x = x.shape[-1]
@@ -414,7 +427,13 @@ def import_torch() -> Any:
 
 
 def bench_training(
-    cells: list[str], hiddens: list[int], rounds: int, target: float, torch: Any, gap: float
+    cells: list[str],
+    hiddens: list[int],
+    rounds: int,
+    target: float,
+    torch: Any,
+    gap: float,
+    baseline: Any = None,
 ) -> dict[int, dict[tuple[str, str], list[float]]]:
     """{H: {(implementation, cell): seconds per step, one per round}}."""
     x, y = make_batch()
@@ -426,6 +445,8 @@ def bench_training(
                 OURS: build_ours(kind, H, x, y).step,
                 NUMPY: build_numpy(kind, numpy_params(kind, H), x, y).step,
             }
+            if baseline is not None:
+                steps[BASELINE] = build_ours(kind, H, x, y, package=baseline.__name__).step
             if torch is not None:
                 steps[FUSED] = build_torch(kind, H, x, y, loop=False).step
                 steps[LOOP] = build_torch(kind, H, x, y, loop=True).step
@@ -463,7 +484,9 @@ def training_tables(results: dict, cells: list[str]) -> list[str]:
         out.append(C.markdown_table(["implementation", *cells], rows) + "\n")
     header = ["ours ÷", *[f"{k} {H}" for H in results for k in cells], "target"]
     rows = []
-    for impl in (NUMPY, LOOP, FUSED):
+    for impl in (BASELINE, NUMPY, LOOP, FUSED):
+        if not any((impl, k) in times for times in results.values() for k in cells):
+            continue
         row = [impl]
         for times in results.values():
             for kind in cells:
@@ -813,6 +836,10 @@ def main(argv: list[str] | None = None) -> int:
         help="wait up to S seconds for other processes to leave the CPUs idle",
     )  # fmt: skip
     parser.add_argument(
+        "--baseline", metavar="PATH",
+        help="also time the training step of another checkout's tinygrad_seq (a git worktree)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=int, default=None, metavar="N",
         help="set NumPy BLAS and PyTorch to N threads (default: leave each library's own)",
     )  # fmt: skip
@@ -843,6 +870,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch = import_torch()
     import tinygrad_seq
+
+    baseline = C.import_baseline(args.baseline) if args.baseline else None
 
     tinygrad_seq.tune_allocator()  # what a training program does (importing does not)
 
@@ -882,7 +911,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def train() -> list[str]:
             return training_tables(
-                bench_training(cells, hiddens, rounds, target, torch, gap), cells
+                bench_training(cells, hiddens, rounds, target, torch, gap, baseline), cells
             )
 
         parts.append(("training step", train))
