@@ -183,13 +183,13 @@ def _instance(member: Member, needs: tuple[bool, ...]) -> Any:
 def _source(
     members: list[Member],
     n_slots: int,
-    loads: list[tuple[int, str]],
+    loads: list[tuple[int, str, str]],
     exports: list[int],
     grads: list[int],
     dtype: str,
 ) -> str:
-    """The two kernels' source: `forward(i…, o…)` and `backward(i…, g…, d…)`; load k reads
-    `v{k} = i{slot}[index]`, and its gradient is added at the same place of `d`."""
+    """The two kernels' source: `forward(i…, o…)` and `backward(i…, g…, D)`; load k reads
+    `v{k} = i{slot}[read]`, and its gradient is stored at `D[b, write]`."""
     needs = [tuple(isinstance(r, tuple) for r in m.inputs) for m in members]
     fns = [_instance(m, n) for m, n in zip(members, needs, strict=True)]
 
@@ -202,7 +202,7 @@ def _source(
 
     ins = [f"i{k}" for k in range(n_slots)]
     head = "\n".join(
-        f"            v{k} = i{slot}[{index}]" for k, (slot, index) in enumerate(loads)
+        f"            v{k} = i{slot}[{index}]" for k, (slot, index, _) in enumerate(loads)
     )
     fwd = _Lines()
     values = body(fwd)
@@ -229,13 +229,12 @@ def _source(
             before = adjoint.get(r)
             adjoint[r] = bwd.name(g if before is None else before + g)
     gs = [f"g{k}" for k in range(len(exports))]
-    ds = [f"d{k}" for k in range(len(grads))]
     writes = []
-    for k, (slot, index) in enumerate(loads):
+    for k, (slot, _, column) in enumerate(loads):
         value = adjoint.get(("in", k))
         if value is not None and slot in grads:
-            writes.append(f"d{grads.index(slot)}[{index}] += {value.code}")
-    backward = _kernel("backward", [*ins, *gs, *ds], "g0", head, bwd.lines + writes)
+            writes.append(f"D[b, {column}] = {value.code}")
+    backward = _kernel("backward", [*ins, *gs, "D"], "g0", head, bwd.lines + writes)
     return (
         "import math\n\nimport numba\nimport numpy as np\n\nfrom tinygrad_seq.autograd.kernels "
         f"import scalar_helpers\n\nact_tanh, act_sigmoid = scalar_helpers()\nF = np.{dtype}\n\n\n"
@@ -271,6 +270,8 @@ class Kernels:
     backward: Any
     shape: tuple[int, int]  # (B, N) of every output
     views: list[tuple[int, int]]  # each input array viewed in 2-D
+    blocks: list[Any]  # (start, width) of each input's gradient columns in D, or None
+    complete: bool  # the kernel writes every element of D (no zeros needed first)
     input_shapes: list[tuple[int, ...]]
     grads: list[int]  # the inputs that get a gradient
     n_out: int
@@ -294,11 +295,30 @@ def region_kernels(
     in `dtype`. Load k reads input `slot` at column offset `offset` (a gate's block of a
     stacked product, read in place) or broadcast (a bias (N,), a column (B, 1))."""
     views = [(1,) * (2 - len(s)) + tuple(s) for s in input_shapes]
+    # every gradient goes to one buffer D (B, Σ widths), each input its block of columns,
+    # each element stored once; a broadcast input's block is summed outside the loop. One
+    # array to store to keeps the loop vectorised: with one store array per input, the
+    # vectoriser's alias checks between every store and load give up (measured: a peephole
+    # LSTM's backward 260 µs against 41 µs at B = 32, n_a = 128)
+    blocks: list[tuple[int, int] | None] = []
+    start = 0
+    for slot, (_, cols) in enumerate(views):
+        width = cols if cols > 1 else shape[1]
+        blocks.append((start, width) if slot in grads else None)
+        start += width if slot in grads else 0
+    covered = {slot: 0 for slot in grads}  # columns each load writes: is all of D written?
+    for slot, _ in loads:
+        if slot in covered:
+            covered[slot] += shape[1]
+    complete = all(covered[slot] == blocks[slot][1] for slot in grads)
     indices = []
     for slot, offset in loads:
         rows, cols = views[slot]
         column = "j" if offset == 0 else f"j + {offset}"
-        indices.append((slot, f"{'b' if rows > 1 else '0'}, {column if cols > 1 else '0'}"))
+        read = f"{'b' if rows > 1 else '0'}, {column if cols > 1 else '0'}"
+        block = blocks[slot]
+        write = "" if block is None else f"{block[0]} + {column if cols > 1 else 'j'}"
+        indices.append((slot, read, write))
     name = np.dtype(dtype).name
     source = _source(members, len(input_shapes), indices, exports, grads, name)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
@@ -311,6 +331,8 @@ def region_kernels(
         module.backward,
         shape,
         views2,
+        blocks,
+        complete,
         [tuple(s) for s in input_shapes],
         grads,
         len(exports),
@@ -354,10 +376,18 @@ class Region(Function):
     def backward(self, grads: Any) -> tuple[Any, ...]:
         k = self.k
         upstream = [g if g.flags.c_contiguous else np.ascontiguousarray(g) for g in grads]
-        ds = [np.zeros(k.views[slot], k.dtype) for slot in k.grads]
-        k.backward(*self.views, *upstream, *ds)
+        total = sum(block[1] for block in k.blocks if block is not None)
+        D = (np.empty if k.complete else np.zeros)((k.shape[0], total), k.dtype)
+        k.backward(*self.views, *upstream, D)
         result: list[Any] = [None] * len(k.input_shapes)
-        for slot, d in zip(k.grads, ds, strict=True):
+        for slot in k.grads:
+            start, width = k.blocks[slot]
+            d = D[:, start : start + width]
+            rows, cols = k.views[slot]
+            if rows == 1 and d.shape[0] > 1:
+                d = d.sum(axis=0, keepdims=True)
+            if cols == 1 and d.shape[1] > 1:
+                d = d.sum(axis=1, keepdims=True)
             shape = k.input_shapes[slot]
             result[slot] = d if d.shape == shape else d.reshape(shape)
         return tuple(result)
