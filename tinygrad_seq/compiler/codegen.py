@@ -229,11 +229,12 @@ def _source(
             before = adjoint.get(r)
             adjoint[r] = bwd.name(g if before is None else before + g)
     gs = [f"g{k}" for k in range(len(exports))]
-    writes = []
+    stores: dict[str, Sym] = {}  # two loads of one place (a product read whole and cut)
     for k, (slot, _, column) in enumerate(loads):
         value = adjoint.get(("in", k))
         if value is not None and slot in grads:
-            writes.append(f"D[b, {column}] = {value.code}")
+            stores[column] = value if column not in stores else bwd.name(stores[column] + value)
+    writes = [f"D[b, {column}] = {value.code}" for column, value in stores.items()]
     backward = _kernel("backward", [*ins, *gs, "D"], "g0", head, bwd.lines + writes)
     return (
         "import math\n\nimport numba\nimport numpy as np\n\nfrom tinygrad_seq.autograd.kernels "
@@ -306,8 +307,8 @@ def region_kernels(
         width = cols if cols > 1 else shape[1]
         blocks.append((start, width) if slot in grads else None)
         start += width if slot in grads else 0
-    covered = {slot: 0 for slot in grads}  # columns each load writes: is all of D written?
-    for slot, _ in loads:
+    covered = {slot: 0 for slot in grads}  # columns the loads write: is all of D written?
+    for slot, _ in set(loads):
         if slot in covered:
             covered[slot] += shape[1]
     complete = all(covered[slot] == blocks[slot][1] for slot in grads)

@@ -148,6 +148,8 @@ def _parts(state: Any) -> list[Any]:
 
 def trace(cell: Any, x_t: np.ndarray, state_parts: list[np.ndarray], single: bool) -> Plan:
     """Run `cell` once on fresh leaves and record the graph from them to the new state."""
+    held: dict[int, Tensor] = {}
+    _tensors_of(cell, held)
     start = next(_sequence)  # nodes older than this were built before the step: inputs
     x = Tensor(x_t, requires_grad=True)
     s = [Tensor(p, requires_grad=True) for p in state_parts]
@@ -179,7 +181,7 @@ def trace(cell: Any, x_t: np.ndarray, state_parts: list[np.ndarray], single: boo
             return refs[id(t)]
         if t._ctx is not None and id(t._ctx) in index:
             return ("n", index[id(t._ctx)], t._index)
-        if t.requires_grad:  # a parameter, or a Tensor computed before the step
+        if t.requires_grad or id(t) in held:  # a parameter (frozen or not): read per call
             params.append(t)
             refs[id(t)] = ("p", len(params) - 1)
         else:
@@ -496,7 +498,16 @@ def _fuse(plan: Plan, run: list[int]) -> None:
         if r not in load_of:
             base, offset = r, 0
             split = plan.nodes[r[1]] if r[0] == "n" else None
-            if split is not None and split.cls is Split and _absorbable(plan, r[1], inside):
+            # every block the region's shape: a (B, 1) block is read broadcast, not in place
+            same_shape = split is not None and all(
+                shape == plan.nodes[run[0]].shapes[0] for shape in split.shapes
+            )
+            if (
+                split is not None
+                and split.cls is Split
+                and same_shape
+                and _absorbable(plan, r[1], inside)
+            ):
                 base = split.inputs[0]
                 offset = ([0, *split.kwargs["offsets"]])[r[2]]
                 absorbed.add(r[1])
@@ -813,14 +824,42 @@ _plans: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictiona
 _warned: set[tuple[str, str]] = set()
 
 
+def _fingerprint(obj: Any, out: list[Any], depth: int = 0, seen: set[int] | None = None) -> None:
+    """What a traced step may have read from the cell besides its inputs: every Tensor (by
+    identity, dtype, shape, requires_grad), every plain attribute (numbers, strings, flags
+    such as `training`, of submodules too) and every small array (by value)."""
+    seen = set() if seen is None else seen
+    if depth > 6 or not hasattr(obj, "__dict__") or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    for name, value in vars(obj).items():
+        if isinstance(value, Tensor):
+            out.append((name, id(value), value.dtype.str, value.shape, value.requires_grad))
+        elif isinstance(value, bool | int | float | str | type(None) | np.number):
+            out.append((name, value))
+        elif isinstance(value, np.ndarray):
+            small = value.size <= 65536
+            out.append((name, id(value), value.shape, value.dtype.str,
+                        hash(value.tobytes()) if small else None))  # fmt: skip
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, Tensor):
+                    out.append((name, id(item), item.dtype.str, item.shape, item.requires_grad))
+                elif isinstance(item, bool | int | float | str | type(None)):
+                    out.append((name, item))
+                else:
+                    _fingerprint(item, out, depth + 1, seen)
+        elif hasattr(value, "parameters") or (hasattr(value, "__dict__") and not callable(value)):
+            _fingerprint(value, out, depth + 1, seen)
+
+
 def _key(cell: Any, x: Tensor, parts: list[Tensor]) -> tuple[Any, ...]:
-    held: dict[int, Tensor] = {}
-    _tensors_of(cell, held)
+    found: list[Any] = []
+    _fingerprint(cell, found)
     return (
         x.shape[0], x.shape[2], x.dtype.str,
         tuple((tuple(p.shape), p.dtype.str) for p in parts),
-        tuple((i, t.dtype.str, tuple(t.shape)) for i, t in held.items()),
-        getattr(cell, "training", None),
+        tuple(found),
     )  # fmt: skip
 
 
@@ -845,6 +884,14 @@ def build(cell: Any, x: Tensor, state: Any) -> Plan:
     finally:
         _random._generator.bit_generator.state = saved
     _compare(first, second)
+    for k, c in enumerate(first.consts):
+        c = np.asarray(c)
+        if c.dtype == bool or (c.ndim >= 1 and c.shape[0] == x.shape[0] > 1):
+            raise Fallback(
+                f"constant c{k} {c.shape} {c.dtype} looks computed from the data outside the "
+                "graph (a mask, or an array with the batch's rows): it would be reused for "
+                "other data"
+            )
     for p in first.params:
         if id(p) not in held:
             raise Fallback(
@@ -886,8 +933,9 @@ def _check_first_sequence(cell: Any, plan: Plan, x: np.ndarray, parts: list[np.n
         got = [got] if single else list(got)
         for k, (a, b) in enumerate(zip(got, want, strict=True)):
             tol = 1e-12 if a.dtype == np.float64 else 1e-5
-            scale = 1.0 + float(np.max(np.abs(b), initial=0.0))
-            if a.shape != b.shape or not np.allclose(a, b, rtol=tol, atol=tol * scale):
+            scale = 1.0 + float(np.nanmax(np.abs(b), initial=0.0))
+            close = np.allclose(a, b, rtol=tol, atol=tol * scale, equal_nan=True)
+            if a.shape != b.shape or not close:
                 raise Fallback(
                     f"the compiled step disagrees with the interpreted one at step {t + 1}, "
                     f"state part {k} (max difference {float(np.max(np.abs(a - b))):.2e}): "
