@@ -15,7 +15,8 @@ Each cell runs as
 Every measurement is a median over rounds, each round running every implementation once in
 a rotated order; the machine's quietness is reported (GEMM probe, CPU used by others). One
 thread (far less disturbed by neighbours on these 2-core machines) and the library default
-(all cores) are run one after the other in the same process. The last table is a step
+(all cores) are run one after the other in the same process, with `tune_allocator()` on, as
+in `train_step.py` and the `tinygrad-seq` command. The last table is a step
 node's fixed cost: µs per step, forward + backward, at B = 1 and n_a = 4.
 
     python benchmarks/custom_cells.py [--hidden 128,512] [--rounds 5] [--target 0.3]
@@ -262,8 +263,10 @@ def main() -> int:
     p.add_argument("--gap", type=float, default=0.05, help="sleep before each measurement")
     args = p.parse_args()
     hiddens = [int(h) for h in args.hidden.split(",")]
+    import tinygrad_seq
     from tinygrad_seq.nn.fused import use_fused_cells
 
+    tinygrad_seq.tune_allocator()  # what a training program does (importing does not)
     started = time.perf_counter()
     probe = C.GemmProbe()
     before = probe.measure()
