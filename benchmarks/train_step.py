@@ -1,4 +1,4 @@
-"""Issue 6's benchmark, in one command: training-step speed, per-op overhead, memory, cold start.
+"""The speed report, in one command: training-step speed, per-op overhead, memory, cold start.
 
     python benchmarks/train_step.py [--cells rnn,gru,lstm] [--hidden 128,512] [--rounds N]
                                     [--quick] [--write-readme] [--profile] [--wait-quiet S]
