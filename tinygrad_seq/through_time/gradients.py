@@ -86,6 +86,16 @@ def _parts(state: Any) -> list[Tensor]:
     return [state] if isinstance(state, Tensor) else list(state)
 
 
+def unrolled(model: Any, x: Any, who: str) -> tuple[Any, bool, Tensor]:
+    """(cell, reverse, x) for a cell or a `Recurrent` wrapping one, x checked `(B, T, n_x)`."""
+    cell = getattr(model, "cell", model)
+    reverse = bool(getattr(model, "reverse", False)) and cell is not model
+    x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+    if x.ndim != 3:
+        raise ValueError(f"{who}: x must have shape (B, T, n_x), got {x.shape}")
+    return cell, reverse, x
+
+
 def gradients_through_time(
     model: Any,
     x: Any,
@@ -111,11 +121,7 @@ def gradients_through_time(
     >>> g.dc_norms.shape, sorted(g.grads)[:2]
     ((5,), ['W_c', 'W_f'])
     """
-    cell = getattr(model, "cell", model)
-    reverse = bool(getattr(model, "reverse", False)) and cell is not model
-    x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
-    if x.ndim != 3:
-        raise ValueError(f"gradients_through_time: x must have shape (B, T, n_x), got {x.shape}")
+    cell, reverse, x = unrolled(model, x, "gradients_through_time")
     B, T = x.shape[:2]
     named = (
         list(cell.named_parameters())

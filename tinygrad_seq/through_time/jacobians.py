@@ -29,6 +29,7 @@ import numpy as np
 
 from ..autograd import Tensor, grad
 from ..nn import RNNCell
+from .gradients import _parts, unrolled
 
 __all__ = ["StateJacobians", "pascanu_bound", "state_jacobians"]
 
@@ -59,10 +60,6 @@ class StateJacobians:
         return self.singular_values[self.t - distance]
 
 
-def _parts(state: Any) -> list[Tensor]:
-    return [state] if isinstance(state, Tensor) else list(state)
-
-
 def state_jacobians(model: Any, x: Any, t: int | None = None, state: Any = None) -> StateJacobians:
     """∂s<t>/∂s<k> for every k < t, for a cell (or a `Recurrent` wrapping one) on `x`.
 
@@ -77,11 +74,7 @@ def state_jacobians(model: Any, x: Any, t: int | None = None, state: Any = None)
     >>> J.jacobians.shape, bool(np.allclose(J.jacobians[3][0], cell.W_aa.data))
     ((4, 1, 3, 3), True)
     """
-    cell = getattr(model, "cell", model)
-    reverse = bool(getattr(model, "reverse", False)) and cell is not model
-    x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
-    if x.ndim != 3:
-        raise ValueError(f"state_jacobians: x must have shape (B, T, n_x), got {x.shape}")
+    cell, reverse, x = unrolled(model, x, "state_jacobians")
     B, T = x.shape[:2]
     t = T if t is None else t
     if not (isinstance(t, int | np.integer) and 1 <= t <= T):
