@@ -77,3 +77,17 @@ def local_vjp(outputs: list[Tensor], inputs: list[Tensor], grad_outputs: list[An
     ]
     found = {id(t): g for t, g in run_backward(seeds, True, True, stop={id(x) for x in inputs})}
     return [found.get(id(x)) for x in inputs]
+
+
+def vjp_of(outs: list[Any], inputs: list[Any], upstream: list[Any]) -> tuple[Any, ...]:
+    """The recorded vector-Jacobian product of `outs` (built on `inputs`) with `upstream`,
+    one entry per input (`None` for inputs that are constants or do not need one)."""
+    wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    keep = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
+    grads = local_vjp(
+        [outs[k] for k in keep], [inputs[i] for i in wrt], [upstream[k] for k in keep]
+    )
+    result: list[Any] = [None] * len(inputs)
+    for i, gi in zip(wrt, grads, strict=True):
+        result[i] = gi
+    return tuple(result)

@@ -45,7 +45,7 @@ import numpy as np
 from .. import random as _random
 from ..autograd import Function, Tensor, anomaly, enable_grad, kernels, no_grad, unstack
 from ..autograd.backends import ARRAYS
-from ..autograd.functional import local_vjp
+from ..autograd.functional import vjp_of
 from ..autograd.ops import Add, Concat, GetItem, MatMul, Split
 from ..autograd.tensor import DeferredMatmulGrad, _sequence, unbroadcast
 from .codegen import Member, Region, elementwise, region_kernels
@@ -765,20 +765,6 @@ class CompiledStep(Function):
                 env["n", i, o] = value
         outs = [_value(plan, env, r) for r in plan.outputs]
         return vjp_of(outs, list(inputs), list((g,) if plan.single else g))
-
-
-def vjp_of(outs: list[Any], inputs: list[Any], upstream: list[Any]) -> tuple[Any, ...]:
-    """The recorded vector-Jacobian product of `outs` (built on `inputs`) with `upstream`,
-    one entry per input (`None` for inputs that are constants or do not need one)."""
-    wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    keep = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
-    grads = local_vjp(
-        [outs[k] for k in keep], [inputs[i] for i in wrt], [upstream[k] for k in keep]
-    )
-    result: list[Any] = [None] * len(inputs)
-    for i, gi in zip(wrt, grads, strict=True):
-        result[i] = gi
-    return tuple(result)
 
 
 def _value(plan: Plan, env: dict[Any, Any], ref: Any) -> Any:

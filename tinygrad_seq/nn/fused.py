@@ -29,7 +29,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor, concat, kernels, unstack
 from ..autograd.backends import TENSORS
-from ..autograd.functional import local_vjp
+from ..autograd.functional import vjp_of
 from ..autograd.tensor import DeferredMatmulGrad
 from .gru import GRUCell
 from .lstm import LSTMCell
@@ -71,18 +71,9 @@ class _Replayed(Function):
 
     def vjp(self, m: Any, g: Any, *inputs_and_out: Any) -> tuple[Any, ...]:
         inputs = inputs_and_out[:-1]
-        wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
         outs = self.equations(TENSORS, *inputs)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
-        upstream = list(g) if isinstance(g, tuple) else [g]
-        keep = [k for k, o in enumerate(outs) if o.requires_grad]
-        grads = local_vjp(
-            [outs[k] for k in keep], [inputs[i] for i in wrt], [upstream[k] for k in keep]
-        )
-        result: list[Any] = [None] * len(inputs)
-        for i, gi in zip(wrt, grads, strict=True):
-            result[i] = gi
-        return tuple(result)
+        return vjp_of(outs, list(inputs), list(g) if isinstance(g, tuple) else [g])
 
 
 class LSTMStep(_Replayed):
