@@ -651,18 +651,9 @@ def run_backward(
                 )
             upstream = _upstream(fn, pending.pop(id(fn)), capture)
             if create_graph:
-                in_grads = _differentiable_backward(fn, upstream)
-            elif fn._vjp_backward:
-                in_grads = fn.vjp(ARRAYS, upstream, *fn.arrays, fn.out)
+                in_grads = _one_per_input(fn, _differentiable_backward(fn, upstream))
             else:
-                in_grads = fn.backward(upstream)
-            if type(in_grads) is not tuple:
-                in_grads = tuple(in_grads) if type(in_grads) is list else (in_grads,)
-            if len(in_grads) != len(fn.parents):
-                raise RuntimeError(
-                    f"{type(fn).__name__}.backward returned {len(in_grads)} gradient(s) for "
-                    f"{len(fn.parents)} input(s): return one per positional input, None where none"
-                )
+                in_grads = node_grads(fn, upstream)
             if anomaly.enabled:
                 anomaly.on_backward(fn, in_grads)
             for i, (p, need, g) in enumerate(
@@ -677,6 +668,25 @@ def run_backward(
     finally:
         _GradMode.enabled = previous
     return [(t, _total(total)) for t, total in leaves.values()]
+
+
+def node_grads(fn: Function, upstream: Any) -> tuple[Any, ...]:
+    """One node's first-order gradients (its `vjp` on arrays, or its `backward`), one per
+    positional input: any other count raises, naming the Function."""
+    if fn._vjp_backward:
+        return _one_per_input(fn, fn.vjp(ARRAYS, upstream, *fn.arrays, fn.out))
+    return _one_per_input(fn, fn.backward(upstream))
+
+
+def _one_per_input(fn: Function, in_grads: Any) -> tuple[Any, ...]:
+    if type(in_grads) is not tuple:
+        in_grads = tuple(in_grads) if type(in_grads) is list else (in_grads,)
+    if len(in_grads) != len(fn.arrays):
+        raise RuntimeError(
+            f"{type(fn).__name__}.backward returned {len(in_grads)} gradient(s) for "
+            f"{len(fn.arrays)} input(s): return one per positional input, None where none"
+        )
+    return in_grads
 
 
 def _send(

@@ -47,7 +47,7 @@ from ..autograd import Function, Tensor, anomaly, enable_grad, kernels, no_grad,
 from ..autograd.backends import ARRAYS
 from ..autograd.functional import vjp_of
 from ..autograd.ops import Add, Concat, GetItem, MatMul, Split
-from ..autograd.tensor import DeferredMatmulGrad, _sequence, unbroadcast
+from ..autograd.tensor import DeferredMatmulGrad, _sequence, node_grads, unbroadcast
 from .codegen import Member, Region, elementwise, region_kernels
 
 __all__ = ["CompiledStep", "Plan", "compile_steps", "explain", "use_compiled_steps"]
@@ -730,17 +730,8 @@ class CompiledStep(Function):
                 )
             elif node.cls is Concat:  # slices of g: the same as Concat's vjp, without np.split
                 in_grads = _cut(upstream, fn.axis, program.cuts[i])
-            elif node.cls._vjp_backward:
-                in_grads = fn.vjp(ARRAYS, upstream, *fn.arrays, fn.out)
             else:
-                in_grads = fn.backward(upstream)
-            if type(in_grads) is not tuple:
-                in_grads = tuple(in_grads) if type(in_grads) is list else (in_grads,)
-            if len(in_grads) != len(node.inputs):
-                raise RuntimeError(
-                    f"{node.cls.__name__}.backward returned {len(in_grads)} gradient(s) for "
-                    f"{len(node.inputs)} input(s) (in a compiled step)"
-                )
+                in_grads = node_grads(fn, upstream)
             for r, g, need, shape in zip(
                 node.inputs, in_grads, needs, program.in_shapes[i], strict=True
             ):
