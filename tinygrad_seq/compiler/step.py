@@ -146,10 +146,11 @@ def _parts(state: Any) -> list[Any]:
     return [state] if isinstance(state, Tensor) else list(state)
 
 
-def trace(cell: Any, x_t: np.ndarray, state_parts: list[np.ndarray], single: bool) -> Plan:
-    """Run `cell` once on fresh leaves and record the graph from them to the new state."""
-    held: dict[int, Tensor] = {}
-    _tensors_of(cell, held)
+def trace(
+    cell: Any, x_t: np.ndarray, state_parts: list[np.ndarray], single: bool, held: dict[int, Any]
+) -> Plan:
+    """Run `cell` once on fresh leaves and record the graph from them to the new state;
+    `held` are the cell's own Tensors (by id), read per call even when frozen."""
     start = next(_sequence)  # nodes older than this were built before the step: inputs
     x = Tensor(x_t, requires_grad=True)
     s = [Tensor(p, requires_grad=True) for p in state_parts]
@@ -769,24 +770,6 @@ def _value(plan: Plan, env: dict[Any, Any], ref: Any) -> Any:
 # ================================================================ building and caching
 
 
-def _tensors_of(obj: Any, found: dict[int, Tensor], depth: int = 0) -> None:
-    """Every Tensor held by `obj`'s attributes, through submodules, lists and dicts."""
-    if depth > 6:
-        return
-    values = vars(obj).values() if hasattr(obj, "__dict__") else ()
-    for value in values:
-        if isinstance(value, Tensor):
-            found[id(value)] = value
-        elif isinstance(value, list | tuple):
-            for item in value:
-                if isinstance(item, Tensor):
-                    found[id(item)] = item
-                elif hasattr(item, "__dict__") and not isinstance(item, type):
-                    _tensors_of(item, found, depth + 1)
-        elif hasattr(value, "__dict__") and hasattr(value, "parameters"):
-            _tensors_of(value, found, depth + 1)
-
-
 _enabled = os.environ.get("TINYGRAD_SEQ_COMPILE", "1") != "0"
 
 
@@ -801,42 +784,51 @@ _plans: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictiona
 _warned: set[tuple[str, str]] = set()
 
 
-def _fingerprint(obj: Any, out: list[Any], depth: int = 0, seen: set[int] | None = None) -> None:
-    """What a traced step may have read from the cell besides its inputs: every Tensor (by
-    identity, dtype, shape, requires_grad), every plain attribute (numbers, strings, flags
-    such as `training`, of submodules too) and every small array (by value)."""
+_HELD_LEAVES = (Tensor, np.ndarray, bool, int, float, str, type(None), np.number)
+
+
+def _held(
+    obj: Any, out: list[tuple[str, Any]], depth: int = 0, seen: set[int] | None = None
+) -> None:
+    """The Tensors, plain values (numbers, strings, flags such as `training`) and arrays a
+    cell holds, through submodules, lists and tuples: what its step may read besides its
+    inputs."""
     seen = set() if seen is None else seen
     if depth > 6 or not hasattr(obj, "__dict__") or id(obj) in seen:
         return
     seen.add(id(obj))
     for name, value in vars(obj).items():
-        if isinstance(value, Tensor):
-            out.append((name, id(value), value.dtype.str, value.shape, value.requires_grad))
-        elif isinstance(value, bool | int | float | str | type(None) | np.number):
-            out.append((name, value))
-        elif isinstance(value, np.ndarray):
-            small = value.size <= 65536
-            out.append((name, id(value), value.shape, value.dtype.str,
-                        hash(value.tobytes()) if small else None))  # fmt: skip
-        elif isinstance(value, list | tuple):
-            for item in value:
-                if isinstance(item, Tensor):
-                    out.append((name, id(item), item.dtype.str, item.shape, item.requires_grad))
-                elif isinstance(item, bool | int | float | str | type(None)):
-                    out.append((name, item))
-                else:
-                    _fingerprint(item, out, depth + 1, seen)
-        elif hasattr(value, "parameters") or (hasattr(value, "__dict__") and not callable(value)):
-            _fingerprint(value, out, depth + 1, seen)
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, _HELD_LEAVES):
+                out.append((name, item))
+            elif hasattr(item, "parameters") or (hasattr(item, "__dict__") and not callable(item)):
+                _held(item, out, depth + 1, seen)
+
+
+def _tensors_of(cell: Any) -> dict[int, Tensor]:
+    found: list[tuple[str, Any]] = []
+    _held(cell, found)
+    return {id(v): v for _, v in found if isinstance(v, Tensor)}
+
+
+def _fingerprint(value: Any) -> Any:
+    """A held value as the plan's key sees it: a Tensor by identity, dtype, shape and
+    requires_grad; an array by identity, shape, dtype and (when small) its bytes."""
+    if isinstance(value, Tensor):
+        return (id(value), value.dtype.str, value.shape, value.requires_grad)
+    if isinstance(value, np.ndarray):
+        small = value.size <= 65536
+        return (id(value), value.shape, value.dtype.str, hash(value.tobytes()) if small else None)
+    return value
 
 
 def _key(cell: Any, x: Tensor, parts: list[Tensor]) -> tuple[Any, ...]:
-    found: list[Any] = []
-    _fingerprint(cell, found)
+    found: list[tuple[str, Any]] = []
+    _held(cell, found)
     return (
         x.shape[0], x.shape[2], x.dtype.str,
         tuple((tuple(p.shape), p.dtype.str) for p in parts),
-        tuple(found),
+        tuple((name, _fingerprint(v)) for name, v in found),
     )  # fmt: skip
 
 
@@ -851,46 +843,36 @@ def build(cell: Any, x: Tensor, state: Any) -> Plan:
     if not all(isinstance(p, Tensor | np.ndarray) for p in parts):
         raise Fallback("the state is not made of Tensors or arrays")
     parts = [p if isinstance(p, Tensor) else Tensor(p) for p in parts]
-    held: dict[int, Tensor] = {}
-    _tensors_of(cell, held)
-    saved = _random._generator.bit_generator.state  # tracing must not move the generator
+    held = _tensors_of(cell)
+    saved = _random._generator.bit_generator.state  # tracing and checking leave it alone
     try:
-        first, out1 = _trace_once(cell, x.data[:, 0], [p.data for p in parts], single)
+        first = trace(cell, x.data[:, 0], [p.data for p in parts], single, held)
         later = x.data[:, min(1, x.shape[1] - 1)]
-        second, _ = _trace_once(cell, later, out1, single)
-    finally:
-        _random._generator.bit_generator.state = saved
-    _compare(first, second)
-    for k, c in enumerate(first.consts):
-        c = np.asarray(c)
-        if c.dtype == bool or (c.ndim >= 1 and c.shape[0] == x.shape[0] > 1):
-            raise Fallback(
-                f"constant c{k} {c.shape} {c.dtype} looks computed from the data outside the "
-                "graph (a mask, or an array with the batch's rows): it would be reused for "
-                "other data"
-            )
-    for p in first.params:
-        if id(p) not in held:
-            raise Fallback(
-                f"the step uses a Tensor {tuple(p.shape)} that requires grad but is not held "
-                "by the cell (computed before the step, or another module's)"
-            )
-    plan = make_plan(first)
-    plan.step_order = [i for i in plan.order if not plan.nodes[i].per_sequence]
-    plan.graph_order = list(plan.step_order)
-    if not kernels.using_reference_kernels():
-        fuse_regions(plan)
-    saved = _random._generator.bit_generator.state
-    try:
+        second = trace(cell, later, first.traced_outputs, single, held)
+        _compare(first, second)
+        for k, c in enumerate(first.consts):
+            c = np.asarray(c)
+            if c.dtype == bool or (c.ndim >= 1 and c.shape[0] == x.shape[0] > 1):
+                raise Fallback(
+                    f"constant c{k} {c.shape} {c.dtype} looks computed from the data outside "
+                    "the graph (a mask, or an array with the batch's rows): it would be reused "
+                    "for other data"
+                )
+        for p in first.params:
+            if id(p) not in held:
+                raise Fallback(
+                    f"the step uses a Tensor {tuple(p.shape)} that requires grad but is not "
+                    "held by the cell (computed before the step, or another module's)"
+                )
+        plan = make_plan(first)
+        plan.step_order = [i for i in plan.order if not plan.nodes[i].per_sequence]
+        plan.graph_order = list(plan.step_order)
+        if not kernels.using_reference_kernels():
+            fuse_regions(plan)
         _check_first_sequence(cell, plan, x.data, [p.data for p in parts])
     finally:
         _random._generator.bit_generator.state = saved
     return plan
-
-
-def _trace_once(cell: Any, x_t: np.ndarray, parts: list[np.ndarray], single: bool) -> Any:
-    plan = trace(cell, x_t, parts, single)
-    return plan, plan.traced_outputs
 
 
 def _check_first_sequence(cell: Any, plan: Plan, x: np.ndarray, parts: list[np.ndarray]) -> None:
