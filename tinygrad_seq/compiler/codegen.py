@@ -295,7 +295,7 @@ def region_kernels(
     """Generate, cache and load the forward and backward kernels of one region, computing
     in `dtype`. Load k reads input `slot` at column offset `offset` (a gate's block of a
     stacked product, read in place) or broadcast (a bias (N,), a column (B, 1))."""
-    views = [(1,) * (2 - len(s)) + tuple(s) for s in input_shapes]
+    views = [((1,) * (2 - len(s)) + tuple(s))[-2:] for s in input_shapes]  # each as 2-D
     # every gradient goes to one buffer D (B, Σ widths), each input its block of columns,
     # each element stored once; a broadcast input's block is summed outside the loop. One
     # array to store to keeps the loop vectorised: with one store array per input, the
@@ -326,12 +326,11 @@ def region_kernels(
     module = _loaded.get(digest)
     if module is None:
         module = _loaded[digest] = _load(source, digest)
-    views2 = [(v[0], v[1]) for v in views]
     return Kernels(
         module.forward,
         module.backward,
         shape,
-        views2,
+        views,
         blocks,
         complete,
         [tuple(s) for s in input_shapes],

@@ -142,10 +142,6 @@ class Fallback(Exception):
 # ================================================================ trace
 
 
-def _parts(state: Any) -> list[Any]:
-    return [state] if isinstance(state, Tensor) else list(state)
-
-
 def trace(
     cell: Any, x_t: np.ndarray, state_parts: list[np.ndarray], single: bool, held: dict[int, Any]
 ) -> Plan:
