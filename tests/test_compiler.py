@@ -178,6 +178,55 @@ def test_the_lstm_plan_stacks_its_four_gate_products_and_defers_the_weight_gradi
     )
 
 
+class InputSideCell(Cell):
+    """a<t> = tanh(a<t-1> W_aᵀ + s ⊙ tanh(x<t> W_xᵀ + b_x) + b): everything on x<t>'s side,
+    the tanh included, can run once over all T·B rows."""
+
+    def __init__(self, n_x: int, n_a: int) -> None:
+        rng = np.random.default_rng(3)
+        self.input_size, self.hidden_size = n_x, n_a
+        self.W_a = Parameter(rng.standard_normal((n_a, n_a)) * 0.5)
+        self.W_x = Parameter(rng.standard_normal((n_a, n_x)) * 0.5)
+        self.b_x = Parameter(rng.standard_normal(n_a) * 0.1)
+        self.s = Parameter(rng.standard_normal(n_a))
+        self.b = Parameter(rng.standard_normal(n_a) * 0.1)
+
+    def forward(self, x, state=None):
+        x, (a,) = self.check_step(x, state)
+        u = (x @ self.W_x.T + self.b_x).tanh() * self.s
+        return ((a @ self.W_a.T + u) + self.b).tanh()
+
+
+def test_input_side_work_runs_before_the_loop_and_keeps_every_gradient() -> None:
+    cell = InputSideCell(3, 4).to(np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    text = explain(cell, x)
+    before = text.split("before the loop, over all T·B rows of x:")[1].split("each step")[0]
+    assert "MatMul(x<t>" in before and "Tanh(" in before and "Mul(" in before
+    assert "reassociated:" in text  # (a W_aᵀ + u) + b → a W_aᵀ + (u + b)
+    assert text.count("\n  %") - text.count("once per sequence") > 0
+    _assert_same(Recurrent(cell), x)
+    use_compiled_steps(True)
+
+    def loss(*params: Tensor) -> Tensor:
+        outputs, _ = Recurrent(cell)(Tensor(x))
+        return (outputs * outputs).sum()
+
+    assert_grads_close(loss, *cell.parameters(), atol=1e-6, rtol=1e-4)
+
+
+def test_the_lstm_kernel_stores_one_gradient_block_for_both_addends() -> None:
+    """∂L/∂(a W_aᵀ) and ∂L/∂(x W_xᵀ + b) are the same values: one block of D, 4 n_a wide,
+    and n_a more for c<t-1>."""
+    from tinygrad_seq.compiler.step import build
+
+    cell = LSTMCell(3, 4)
+    plan = build(cell, Tensor(np.ones((2, 5, 3), np.float32)), cell.init_state(2))
+    (region,) = [n.kwargs["kernels"] for n in plan.nodes if "kernels" in n.kwargs]
+    assert region.width == 5 * 4
+    assert "biases stacked: 4 additions" in plan.describe()
+
+
 def test_second_order_through_a_compiled_step() -> None:
     cell = _cell("MGUCell", 2, 3).to(np.float64)
     x = np.random.default_rng(3).standard_normal((2, 3, 2))
@@ -314,11 +363,13 @@ class DrawnCell(Cell):
         self.W_1 = Parameter(rng.standard_normal((n_a, n_a + n_x)) * 0.5)
         self.W_2 = Parameter(rng.standard_normal((n_a, n_a + n_x)) * 0.5)
         self.b = Parameter(rng.standard_normal(n_a) * 0.1)
+        self.W_3 = Parameter(rng.standard_normal((n_a, n_x)) * 0.5)
 
     def forward(self, x, state=None):
         x, (a,) = self.check_step(x, state)
         ax = concat([a, x], axis=-1)
-        values = [ax @ self.W_1.T + self.b, ax @ self.W_2.T, a]
+        # the last value depends on x<t> only: drawn work on it runs before the loop
+        values = [ax @ self.W_1.T + self.b, ax @ self.W_2.T, a, x @ self.W_3.T]
         for op, i, j in self.program:
             if op in UNARY:
                 values.append(UNARY[op](values[i % len(values)]))

@@ -161,6 +161,8 @@ class _Lines:
         self.count = 0
 
     def name(self, expr: Sym) -> Sym:
+        if expr.code.isidentifier():  # already a name: one name per value (shared gradients)
+            return expr
         self.count += 1
         name = f"t{self.count}"
         self.lines.append(f"{name} = {expr.code}")
@@ -180,38 +182,27 @@ def _instance(member: Member, needs: tuple[bool, ...]) -> Any:
     return fn
 
 
-def _source(
-    members: list[Member],
-    n_slots: int,
-    loads: list[tuple[int, str, str]],
-    exports: list[int],
-    grads: list[int],
-    dtype: str,
-) -> str:
-    """The two kernels' source: `forward(i…, o…)` and `backward(i…, g…, D)`; load k reads
-    `v{k} = i{slot}[read]`, and its gradient is stored at `D[b, write]`."""
+def _instances(members: list[Member]) -> list[Any]:
     needs = [tuple(isinstance(r, tuple) for r in m.inputs) for m in members]
-    fns = [_instance(m, n) for m, n in zip(members, needs, strict=True)]
+    return [_instance(m, n) for m, n in zip(members, needs, strict=True)]
 
-    def body(lines: _Lines) -> list[Sym]:
-        values: list[Sym] = []
-        for m, fn in zip(members, fns, strict=True):
-            args = [_arg(r, values) for r in m.inputs]
-            values.append(lines.name(fn.formula(SYMBOLS, *args)))
-        return values
 
-    ins = [f"i{k}" for k in range(n_slots)]
-    head = "\n".join(
-        f"            v{k} = i{slot}[{index}]" for k, (slot, index, _) in enumerate(loads)
-    )
-    fwd = _Lines()
-    values = body(fwd)
-    outs = [f"o{k}" for k in range(len(exports))]
-    stores = [f"o{k}[b, j] = {values[m].code}" for k, m in enumerate(exports)]
-    forward = _kernel("forward", [*ins, *outs], "o0", head, fwd.lines + stores)
+def _body(members: list[Member], fns: list[Any], lines: _Lines) -> list[Sym]:
+    """The region's values, each primitive's `formula` in turn."""
+    values: list[Sym] = []
+    for m, fn in zip(members, fns, strict=True):
+        args = [_arg(r, values) for r in m.inputs]
+        values.append(lines.name(fn.formula(SYMBOLS, *args)))
+    return values
 
+
+def _adjoints(
+    members: list[Member], fns: list[Any], n_loads: int, exports: list[int]
+) -> tuple[_Lines, list[Sym | None]]:
+    """The backward kernel's lines up to the gradient of each load (None where it gets none):
+    the values recomputed, then each primitive's `vjp` in reverse."""
     bwd = _Lines()
-    values = body(bwd)
+    values = _body(members, fns, bwd)
     adjoint: dict[Any, Sym] = {}
     for k, m in enumerate(exports):
         adjoint["v", m] = Sym(f"g{k}[b, j]")
@@ -228,20 +219,44 @@ def _source(
                 continue
             before = adjoint.get(r)
             adjoint[r] = bwd.name(g if before is None else before + g)
+    return bwd, [adjoint.get(("in", k)) for k in range(n_loads)]
+
+
+def _source(
+    members: list[Member],
+    fns: list[Any],
+    n_slots: int,
+    loads: list[tuple[int, str, str]],
+    exports: list[int],
+    backward: tuple[_Lines, list[Sym | None]],
+    dtype: str,
+) -> str:
+    """The two kernels' source: `forward(i…, o…)` and `backward(i…, g…, D)`; load k reads
+    `v{k} = i{slot}[read]`, and its gradient is stored at `D[b, write]` (no store for "")."""
+    ins = [f"i{k}" for k in range(n_slots)]
+    head = "\n".join(
+        f"            v{k} = i{slot}[{index}]" for k, (slot, index, _) in enumerate(loads)
+    )
+    fwd = _Lines()
+    values = _body(members, fns, fwd)
+    outs = [f"o{k}" for k in range(len(exports))]
+    stores = [f"o{k}[b, j] = {values[m].code}" for k, m in enumerate(exports)]
+    forward = _kernel("forward", [*ins, *outs], "o0", head, fwd.lines + stores)
+
+    bwd, adjoint = backward
     gs = [f"g{k}" for k in range(len(exports))]
-    stores: dict[str, Sym] = {}  # two loads of one place (a product read whole and cut)
-    for k, (slot, _, column) in enumerate(loads):
-        value = adjoint.get(("in", k))
-        if value is not None and slot in grads:
-            stores[column] = value if column not in stores else bwd.name(stores[column] + value)
-    writes = [f"D[b, {column}] = {value.code}" for column, value in stores.items()]
-    backward = _kernel("backward", [*ins, *gs, "D"], "g0", head, bwd.lines + writes)
+    sums: dict[str, Sym] = {}  # two loads of one place (a product read whole and cut)
+    for (_, _, column), value in zip(loads, adjoint, strict=True):
+        if value is not None and column:
+            sums[column] = value if column not in sums else bwd.name(sums[column] + value)
+    writes = [f"D[b, {column}] = {value.code}" for column, value in sums.items()]
+    backward_source = _kernel("backward", [*ins, *gs, "D"], "g0", head, bwd.lines + writes)
     return (
         "import math\n\nimport numba\nimport numpy as np\n\nfrom tinygrad_seq.autograd.kernels "
         f"import scalar_helpers\n\nact_tanh, act_sigmoid = scalar_helpers()\nF = np.{dtype}\n\n\n"
         + forward
         + "\n\n"
-        + backward
+        + backward_source
     )
 
 
@@ -272,12 +287,46 @@ class Kernels:
     shape: tuple[int, int]  # (B, N) of every output
     views: list[tuple[int, int]]  # each input array viewed in 2-D
     blocks: list[Any]  # (start, width) of each input's gradient columns in D, or None
+    width: int  # of D
     complete: bool  # the kernel writes every element of D (no zeros needed first)
     input_shapes: list[tuple[int, ...]]
-    grads: list[int]  # the inputs that get a gradient
+    grads_of: list[int]  # the inputs that get a gradient
     n_out: int
     source: str
     dtype: Any = np.float32
+
+    def inputs_2d(self, arrays: Any) -> list[np.ndarray]:
+        """The inputs as the kernels read them: 2-D and C-contiguous."""
+        views = []
+        for a, view in zip(arrays, self.views, strict=True):
+            if a.shape != view:
+                a = a.reshape(view)
+            views.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+        return views
+
+    def run(self, views: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        outs = tuple(np.empty(self.shape, self.dtype) for _ in range(self.n_out))
+        self.forward(*views, *outs)
+        return outs
+
+    def grads(self, views: list[np.ndarray], upstream: Any) -> tuple[Any, ...]:
+        """Each input's gradient (None for those without): its block of D, summed over the
+        axes it was broadcast along."""
+        upstream = [g if g.flags.c_contiguous else np.ascontiguousarray(g) for g in upstream]
+        D = (np.empty if self.complete else np.zeros)((self.shape[0], self.width), self.dtype)
+        self.backward(*views, *upstream, D)
+        result: list[Any] = [None] * len(self.input_shapes)
+        for slot in self.grads_of:
+            start, width = self.blocks[slot]
+            d = D[:, start : start + width]
+            rows, cols = self.views[slot]
+            if rows == 1 and d.shape[0] > 1:
+                d = d.sum(axis=0, keepdims=True)
+            if cols == 1 and d.shape[1] > 1:
+                d = d.sum(axis=1, keepdims=True)
+            shape = self.input_shapes[slot]
+            result[slot] = d if d.shape == shape else d.reshape(shape)
+        return tuple(result)
 
 
 _loaded: dict[str, Any] = {}
@@ -296,32 +345,26 @@ def region_kernels(
     in `dtype`. Load k reads input `slot` at column offset `offset` (a gate's block of a
     stacked product, read in place) or broadcast (a bias (N,), a column (B, 1))."""
     views = [((1,) * (2 - len(s)) + tuple(s))[-2:] for s in input_shapes]  # each as 2-D
-    # every gradient goes to one buffer D (B, Σ widths), each input its block of columns,
-    # each element stored once; a broadcast input's block is summed outside the loop. One
-    # array to store to keeps the loop vectorised: with one store array per input, the
-    # vectoriser's alias checks between every store and load give up (measured: a peephole
-    # LSTM's backward 260 µs against 41 µs at B = 32, n_a = 128)
-    blocks: list[tuple[int, int] | None] = []
-    start = 0
-    for slot, (_, cols) in enumerate(views):
-        width = cols if cols > 1 else shape[1]
-        blocks.append((start, width) if slot in grads else None)
-        start += width if slot in grads else 0
+    fns = _instances(members)
+    backward = _adjoints(members, fns, len(loads), exports)
+    blocks = _blocks(views, loads, backward[1], grads, shape)
     covered = {slot: 0 for slot in grads}  # columns the loads write: is all of D written?
     for slot, _ in set(loads):
         if slot in covered:
             covered[slot] += shape[1]
     complete = all(covered[slot] == blocks[slot][1] for slot in grads)
     indices = []
+    stored = {slot for slot in grads if blocks.index(blocks[slot]) == slot}
     for slot, offset in loads:
         rows, cols = views[slot]
         column = "j" if offset == 0 else f"j + {offset}"
         read = f"{'b' if rows > 1 else '0'}, {column if cols > 1 else '0'}"
         block = blocks[slot]
-        write = "" if block is None else f"{block[0]} + {column if cols > 1 else 'j'}"
+        stores = slot in stored
+        write = f"{block[0]} + {column if cols > 1 else 'j'}" if stores else ""
         indices.append((slot, read, write))
     name = np.dtype(dtype).name
-    source = _source(members, len(input_shapes), indices, exports, grads, name)
+    source = _source(members, fns, len(input_shapes), indices, exports, backward, name)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     module = _loaded.get(digest)
     if module is None:
@@ -332,6 +375,7 @@ def region_kernels(
         shape,
         views,
         blocks,
+        max((a + w for a, w in filter(None, blocks)), default=0),
         complete,
         [tuple(s) for s in input_shapes],
         grads,
@@ -339,6 +383,43 @@ def region_kernels(
         source,
         np.dtype(dtype),
     )
+
+
+def _blocks(
+    views: list[tuple[int, int]],
+    loads: list[tuple[int, int]],
+    adjoint: list[Sym | None],
+    grads: list[int],
+    shape: tuple[int, int],
+) -> list[tuple[int, int] | None]:
+    """Each input's block of columns in the gradient buffer D (None without a gradient).
+
+    Every gradient goes to one buffer, each input its block, each element stored once; a
+    broadcast input's block is summed outside the loop. One array to store to keeps the loop
+    vectorised: with one store array per input, the vectoriser's alias checks between every
+    store and load give up (measured: a peephole LSTM's backward 260 µs against 41 µs at
+    B = 32, n_a = 128). Two inputs whose gradients are the same values, column for column
+    (the operands of a sum, say h W_a + x W_x), share one block: it is stored once."""
+    blocks: list[tuple[int, int] | None] = []
+    seen: dict[Any, tuple[int, int]] = {}
+    start = 0
+    for slot, (_, cols) in enumerate(views):
+        if slot not in grads:
+            blocks.append(None)
+            continue
+        width = cols if cols > 1 else shape[1]
+        same = tuple(
+            sorted((offset, g.code) for (s, offset), g in zip(loads, adjoint, strict=True)
+                   if s == slot and g is not None)
+        )  # fmt: skip
+        key = (views[slot], same)
+        if views[slot][0] == shape[0] and cols == width and key in seen:
+            blocks.append(seen[key])
+            continue
+        blocks.append((start, width))
+        seen.setdefault(key, (start, width))
+        start += width
+    return blocks
 
 
 def _load(source: str, digest: str) -> Any:
@@ -362,32 +443,8 @@ class Region(Function):
     """An element-wise region of a compiled step, run by its two generated kernels."""
 
     def forward(self, *arrays: Any, kernels: Kernels) -> tuple[np.ndarray, ...]:
-        k = kernels
-        views = []
-        for a, view in zip(arrays, k.views, strict=True):
-            if a.shape != view:
-                a = a.reshape(view)
-            views.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
-        outs = tuple(np.empty(k.shape, k.dtype) for _ in range(k.n_out))
-        k.forward(*views, *outs)
-        self.views, self.k = views, k
-        return outs
+        self.k, self.views = kernels, kernels.inputs_2d(arrays)
+        return kernels.run(self.views)
 
     def backward(self, grads: Any) -> tuple[Any, ...]:
-        k = self.k
-        upstream = [g if g.flags.c_contiguous else np.ascontiguousarray(g) for g in grads]
-        total = sum(block[1] for block in k.blocks if block is not None)
-        D = (np.empty if k.complete else np.zeros)((k.shape[0], total), k.dtype)
-        k.backward(*self.views, *upstream, D)
-        result: list[Any] = [None] * len(k.input_shapes)
-        for slot in k.grads:
-            start, width = k.blocks[slot]
-            d = D[:, start : start + width]
-            rows, cols = k.views[slot]
-            if rows == 1 and d.shape[0] > 1:
-                d = d.sum(axis=0, keepdims=True)
-            if cols == 1 and d.shape[1] > 1:
-                d = d.sum(axis=1, keepdims=True)
-            shape = k.input_shapes[slot]
-            result[slot] = d if d.shape == shape else d.reshape(shape)
-        return tuple(result)
+        return self.k.grads(self.views, grads)

@@ -67,6 +67,7 @@ class Node:
     tuple_output: bool
     shapes: list[tuple[int, ...]]
     per_sequence: bool = False  # depends on parameters and constants only
+    input_side: bool = False  # runs before the loop over all T·B rows (x<t>'s side)
     defer: bool = False  # a product whose weight gradient is deferred to one GEMM
     produces: list[Any] | None = None  # the refs its outputs stand for (a fused region's)
 
@@ -113,17 +114,20 @@ class Plan:
     graph_order: list[int] = field(default_factory=list)  # per-step, before fusing regions
     dtype: Any = np.float32  # of the new state: what generated kernels compute in
     program: Any = None  # the per-step nodes ready to run (made on first use)
-    hoisted: list[Any] = field(default_factory=list)  # W of each x<t> @ W run before the loop
+    hoisted: list[Any] = field(default_factory=list)  # input-side values each step reads
 
     def describe(self) -> str:
         """The plan as `explain` prints it."""
         once = [i for i in self.order if self.nodes[i].per_sequence]
+        early = [i for i in self.order if self.nodes[i].input_side]
         deferred = "   [weight gradient deferred: one GEMM over T·B rows]"
         lines = [
             f"compiled: {len(self.step_order)} primitives in one graph node per step, "
-            f"{len(once)} once per sequence",
+            f"{len(once)} once per sequence, {len(early)} before the loop over T·B rows",
             "once per sequence:",
             *(f"  %{i} = {self.nodes[i].describe()}" for i in once),
+            "before the loop, over all T·B rows of x:",
+            *(f"  %{i} = {self.nodes[i].describe()}" for i in early),
             "each step, inputs " + ", ".join(_ref_text(r) for r in self.step_inputs) + ":",
             *(
                 f"  %{i} = {self.nodes[i].describe()}" + (deferred if self.nodes[i].defer else "")
@@ -365,27 +369,205 @@ def _split_joined_products(plan: Plan) -> None:
         plan.outputs = [replace.get(r, r) for r in plan.outputs]
 
 
-def _hoist_input_products(plan: Plan) -> None:
-    """x<t> @ W with a per-sequence W: one GEMM over all T·B rows before the loop; each step
-    gets its rows as an input ("xw", k)."""
-    replace: dict[Ref, Ref] = {}
-    for i in list(plan.order):
-        node = plan.nodes[i]
-        if node.cls is MatMul and not node.per_sequence and node.inputs[0] == ("x",):
-            right = node.inputs[1]
-            if _is_per_sequence(plan, right) and len(_shape(plan, right)) == 2:
-                k = len(plan.hoisted)
-                plan.hoisted.append(right)
-                plan.input_shapes["xw", k] = node.shapes[0]
-                replace["n", i, 0] = ("xw", k)
-                plan.order.remove(i)
-                plan.notes.append(
-                    f"hoisted: %{i} = x<t> @ {_ref_text(right)}, one GEMM over T·B rows"
-                )
+def _replace(plan: Plan, replace: dict[Ref, Ref]) -> None:
+    """Point every use of a key of `replace` (node inputs, the new state) at its value."""
     if replace:
         for node in plan.nodes:
             node.inputs = [replace.get(r, r) if isinstance(r, tuple) else r for r in node.inputs]
         plan.outputs = [replace.get(r, r) for r in plan.outputs]
+
+
+def _use_counts(plan: Plan) -> dict[Any, int]:
+    counts: dict[Any, int] = {}
+    for i in plan.order:
+        for r in plan.nodes[i].inputs:
+            if isinstance(r, tuple):
+                counts[r] = counts.get(r, 0) + 1
+    for r in plan.outputs:
+        counts[r] = counts.get(r, 0) + 2  # handed out: never rewritten away
+    return counts
+
+
+def _input_side(plan: Plan) -> set[Any]:
+    """The references that depend on x<t> and per-sequence values only (not on the state),
+    through row-wise primitives: they can run once for all T·B rows before the loop."""
+    side: set[Any] = {("x",)}
+    rows = plan.input_shapes["x",][0]
+    for i in plan.order:
+        node = plan.nodes[i]
+        tensors = [r for r in node.inputs if isinstance(r, tuple)]
+        if node.per_sequence or not any(r in side for r in tensors):
+            continue
+        if node.cls is Split and node.kwargs.get("axis") in (-1, 1) and len(node.shapes[0]) == 2:
+            side.update(("n", i, o) for o in range(node.n_outputs))  # column blocks: row-wise
+            continue
+        if node.n_outputs != 1 or len(node.shapes[0]) != 2:
+            continue
+        if node.cls is MatMul:
+            left, right = node.inputs
+            ok = left in side and _is_per_sequence(plan, right) and len(_shape(plan, right)) == 2
+        elif getattr(node.cls, "elementwise", False):
+            ok = all(
+                (r in side and _shape(plan, r) == node.shapes[0])
+                or (
+                    _is_per_sequence(plan, r)
+                    and (len(_shape(plan, r)) < 2 or _shape(plan, r)[0] == 1)
+                )
+                for r in tensors
+            )
+        else:
+            ok = False
+        if ok and node.shapes[0][0] == rows:
+            side.add(("n", i, 0))
+    return side
+
+
+def _reassociate_sums(plan: Plan) -> None:
+    """(h + x W) + b → h + (x W + b): in a sum of state and input-side terms, the input-side
+    terms are added first, so their sum runs before the loop. Rounding may differ by an ulp
+    (floating-point addition is not associative); the derivative is the same."""
+    counts = _use_counts(plan)
+    side = _input_side(plan)
+
+    def terms(r: Any, top: bool) -> list[Any]:
+        node = plan.nodes[r[1]] if isinstance(r, tuple) and r[0] == "n" else None
+        inner = node is not None and node.cls is Add and not node.per_sequence
+        if inner and (top or (counts.get(r) == 1 and r not in side)):
+            return [t for a in node.inputs for t in terms(a, False)]
+        return [r]
+
+    def hoistable(r: Any) -> bool:
+        return isinstance(r, tuple) and (r in side or _is_per_sequence(plan, r))
+
+    for i in list(plan.order):
+        node = plan.nodes[i]
+        if node.cls is not Add or node.per_sequence or ("n", i, 0) in side:
+            continue
+        flat = terms(("n", i, 0), True)
+        early = [r for r in flat if r in side]  # x<t>'s terms first: each partial sum is
+        early += [r for r in flat if r not in side and hoistable(r)]  # on the input side
+        late = [r for r in flat if not hoistable(r)]
+        if len(early) < 2 or not late or not any(r in side for r in early):
+            continue
+
+        def chain(refs: list[Any], at: int) -> tuple[Any, int]:
+            total = refs[0]
+            for r in refs[1:]:
+                shape = np.broadcast_shapes(_shape(plan, total), _shape(plan, r))
+                plan.nodes.append(Node(Add, {}, [total, r], 1, False, [shape]))
+                plan.order.insert(at, len(plan.nodes) - 1)
+                total, at = ("n", len(plan.nodes) - 1, 0), at + 1
+            return total, at
+
+        at = plan.order.index(i)
+        early_sum, at = chain(early, at)
+        late_sum, at = chain(late, at)
+        node.inputs = [late_sum, early_sum]
+        side.add(early_sum)
+        plan.notes.append(
+            f"reassociated: %{i} adds its {len(early)} input-side terms first "
+            f"({', '.join(_ref_text(r) for r in early)})"
+        )
+
+
+def _stack_biases(plan: Plan) -> None:
+    """cut(P)ₖ + bₖ for every block k of P → cut(P + [b₀ | b₁ | …])ₖ: one addition of the
+    joined biases (exact: the same sums, element by element)."""
+    counts = _use_counts(plan)
+    users: dict[Any, list[int]] = {}
+    for i in plan.order:
+        for r in plan.nodes[i].inputs:
+            if isinstance(r, tuple):
+                users.setdefault(r, []).append(i)
+    for s in list(plan.order):
+        split = plan.nodes[s]
+        if split.cls is not Split or split.per_sequence or split.kwargs.get("axis") not in (-1, 1):
+            continue
+        if len(_shape(plan, split.inputs[0])) != 2:
+            continue
+        adds, biases = [], []
+        for o in range(split.n_outputs):
+            ref = ("n", s, o)
+            if counts.get(ref) != 1 or len(users.get(ref, [])) != 1:
+                break
+            add = plan.nodes[users[ref][0]]
+            other = [r for r in add.inputs if r != ref]
+            if add.cls is not Add or len(other) != 1 or not _is_per_sequence(plan, other[0]):
+                break
+            bias_shape = _shape(plan, other[0])
+            if add.shapes[0] != split.shapes[o] or bias_shape != (split.shapes[o][1],):
+                break
+            adds.append(users[ref][0])
+            biases.append(other[0])
+        else:
+            whole = _shape(plan, split.inputs[0])
+            base = len(plan.nodes)
+            plan.nodes += [
+                Node(Concat, {"axis": 0}, biases, 1, False, [(whole[1],)], per_sequence=True),
+                Node(Add, {}, [split.inputs[0], ("n", base, 0)], 1, False, [whole]),
+                Node(Split, dict(split.kwargs), [("n", base + 1, 0)], split.n_outputs, True,
+                     list(split.shapes)),
+            ]  # fmt: skip
+            at = plan.order.index(s)
+            plan.order[at : at + 1] = [base, base + 1, base + 2]
+            _replace(plan, {("n", a, 0): ("n", base + 2, k) for k, a in enumerate(adds)})
+            plan.notes.append(
+                f"biases stacked: {len(adds)} additions to the blocks of %{s} "
+                f"({', '.join(f'%{a}' for a in adds)}) as one %{base + 1}"
+            )
+            counts = _use_counts(plan)
+
+
+def _hoist_input_side(plan: Plan) -> None:
+    """Every input-side primitive (x<t>'s products with per-sequence weights, and element-wise
+    work on them and per-sequence values) runs once over all T·B rows before the loop; each
+    step gets its rows of the values the step uses as inputs ("xw", k)."""
+    side = _input_side(plan)
+    side.discard(("x",))
+    users: dict[int, set[int]] = {}
+    for i in plan.order:
+        for r in plan.nodes[i].inputs:
+            if isinstance(r, tuple) and r[0] == "n":
+                users.setdefault(r[1], set()).add(i)
+    nodes: set[int] = set()
+    for i in plan.order:
+        node = plan.nodes[i]
+        if ("n", i, 0) not in side:
+            continue
+        if any(r in side and r[0] == "n" and r[1] not in nodes for r in node.inputs):
+            continue  # it reads a cut that stays in the step
+        # a cut into column blocks stays in the step, where a kernel reads them in place,
+        # unless only input-side work reads it
+        if node.cls is Split and not all(
+            ("n", u, 0) in side and plan.nodes[u].cls is not Split for u in users.get(i, ())
+        ):
+            continue
+        nodes.add(i)
+    hoisted = {r for r in side if r[1] in nodes}
+    for i in nodes:
+        plan.nodes[i].input_side = True
+    boundary: list[Any] = []
+    for i in plan.order:
+        node = plan.nodes[i]
+        if i not in nodes and not node.per_sequence:
+            boundary += [r for r in node.inputs if r in hoisted and r not in boundary]
+    boundary += [r for r in plan.outputs if r in hoisted and r not in boundary]
+    replace = {}
+    for k, r in enumerate(boundary):
+        plan.hoisted.append(r)
+        plan.input_shapes["xw", k] = _shape(plan, r)
+        replace[r] = ("xw", k)
+    for i in plan.order:
+        if i not in nodes:
+            node = plan.nodes[i]
+            node.inputs = [replace.get(r, r) if isinstance(r, tuple) else r for r in node.inputs]
+    plan.outputs = [replace.get(r, r) for r in plan.outputs]
+    if nodes:
+        plan.notes.append(
+            f"hoisted: {', '.join(f'%{i}' for i in sorted(nodes))}, once over all T·B rows "
+            f"before the loop; each step reads its rows of "
+            f"{', '.join(f'{_ref_text(r)} as xw{k}' for k, r in enumerate(boundary))}"
+        )
 
 
 def _drop_dead(plan: Plan) -> None:
@@ -408,6 +590,16 @@ def _per_sequence_first(plan: Plan) -> None:
     plan.order = once + [i for i in plan.order if not plan.nodes[i].per_sequence]
 
 
+def _tidy(plan: Plan) -> None:
+    _per_sequence_first(plan)
+    _drop_dead(plan)
+
+
+def _in_step(node: Node) -> bool:
+    """A node that runs inside every step node (not before the loop)."""
+    return not node.per_sequence and not node.input_side
+
+
 def make_plan(plan: Plan) -> Plan:
     """Mark per-sequence nodes, split joined products, hoist x<t>'s products, stack the
     rest, drop dead nodes, and choose the step's inputs and deferrals."""
@@ -418,13 +610,16 @@ def make_plan(plan: Plan) -> Plan:
         )
     _split_joined_products(plan)
     _stack_products(plan)
-    _hoist_input_products(plan)
-    _per_sequence_first(plan)
-    _drop_dead(plan)
+    _tidy(plan)  # the rewrites below count uses
+    _reassociate_sums(plan)
+    _tidy(plan)
+    _stack_biases(plan)
+    _hoist_input_side(plan)
+    _tidy(plan)
     used: dict[Ref, int] = {}
     for i in plan.order:
         node = plan.nodes[i]
-        if not node.per_sequence:
+        if not node.per_sequence and not node.input_side:
             for r in node.inputs:
                 if isinstance(r, tuple) and _is_per_sequence(plan, r) and r[0] != "c":
                     used[r] = used.get(r, 0) + 1
@@ -435,7 +630,7 @@ def make_plan(plan: Plan) -> Plan:
     plan.step_inputs = [("x",), *(("s", i) for i in range(plan.n_state)), *hoisted, *used]
     for i in plan.order:
         node = plan.nodes[i]
-        if node.cls is MatMul and not node.per_sequence and len(node.shapes[0]) == 2:
+        if node.cls is MatMul and _in_step(node) and len(node.shapes[0]) == 2:
             right = node.inputs[1]
             node.defer = used.get(right) == 1 and len(_shape(plan, right)) == 2
     return plan
@@ -594,63 +789,69 @@ def _needs(plan: Plan, step_needs: tuple[bool, ...]) -> dict[int, tuple[bool, ..
     return result
 
 
+_MATMUL, _REGION, _CONCAT, _OTHER = range(4)
+
+
+@dataclass
+class _Op:
+    """One per-step node ready to run: what it is, and the registers it reads and writes."""
+
+    kind: int  # _MATMUL (2-D, the shapes checked when traced), _REGION, _CONCAT or _OTHER
+    index: int  # in the plan
+    node: Node
+    args: list[int]  # the register of each input (a plain value has one too)
+    outs: list[int]
+    shapes: list[Any]  # each input's shape, None for a plain value
+    cut: list[tuple[int, int]] | None = None  # a Concat's input bounds along its axis
+
+
 @dataclass
 class _Program:
-    """A plan's per-step nodes ready to run: each with the keys of its arguments."""
+    """A plan's per-step nodes over a list of registers: the step's inputs first, then the
+    constants and plain values, then every node's outputs."""
 
-    constants: dict[Any, Any]  # constants and plain values, under keys of their own
-    steps: list[tuple[int, Node, list[Any], list[Any], Any]]
-    outputs: list[Any]
-    out_refs: dict[int, list[Any]]
-    in_shapes: dict[int, list[Any]]  # of each input (None for a plain value)
-    cuts: dict[int, list[tuple[int, int]]]  # a Concat's input bounds along its axis
-
-
-def _fast_concat(axis: int, offsets: np.ndarray) -> Callable[[Any, list[np.ndarray]], Any]:
-    """`Concat.forward` with its offsets computed once, from the traced shapes."""
-
-    def run(fn: Any, args: list[np.ndarray]) -> np.ndarray:
-        fn.axis, fn.offsets = axis, offsets
-        return np.concatenate(args, axis=axis)
-
-    return run
-
-
-def _fast_matmul(fn: Any, args: list[np.ndarray]) -> np.ndarray:
-    return args[0] @ args[1]  # the shapes were checked when the step was traced
+    initial: list[Any]  # the constants in place, the rest None
+    n_inputs: int
+    ops: list[_Op]
+    outputs: list[int]
+    copied: list[bool]  # a new-state part that is an input or a constant: handed out copied
+    seeded: list[bool]  # a new-state part whose gradient enters the step (not a constant)
 
 
 def _program(plan: Plan) -> _Program:
-    constants: dict[Any, Any] = {("c", k): c for k, c in enumerate(plan.consts)}
-    steps = []
-    in_shapes: dict[int, list[Any]] = {}
-    cuts: dict[int, list[tuple[int, int]]] = {}
+    register: dict[Any, int] = {r: k for k, r in enumerate(plan.step_inputs)}
+    initial: list[Any] = [None] * len(register)
+
+    def place(key: Any, value: Any) -> int:
+        register[key] = len(initial)
+        initial.append(value)
+        return register[key]
+
+    for k, c in enumerate(plan.consts):
+        place(("c", k), c)
+    ops = []
     for i in plan.step_order:
         node = plan.nodes[i]
-        in_shapes[i] = [_shape(plan, r) if isinstance(r, tuple) else None for r in node.inputs]
-        keys = []
-        for position, r in enumerate(node.inputs):
-            if isinstance(r, tuple):
-                keys.append(r)
-            else:
-                key = ("k", i, position)
-                constants[key] = r
-                keys.append(key)
-        fast = None
-        if node.cls is Concat and node.n_outputs == 1:
+        args = [
+            register[r] if isinstance(r, tuple) else place(("k", i, n), r)
+            for n, r in enumerate(node.inputs)
+        ]
+        outs = [place(r, None) for r in node.refs(i)]
+        shapes = [_shape(plan, r) if isinstance(r, tuple) else None for r in node.inputs]
+        kind, cut = _OTHER, None
+        if node.cls is Region:
+            kind = _REGION
+        elif node.cls is Concat and node.n_outputs == 1:
             axis = node.kwargs.get("axis", 0)
-            widths = [_shape(plan, r)[axis] for r in node.inputs]
-            fast = _fast_concat(axis, np.cumsum(widths)[:-1])
-            ends = np.cumsum(widths).tolist()
-            cuts[i] = list(zip([0, *ends[:-1]], ends, strict=True))
-        elif node.cls is MatMul and all(
-            isinstance(r, tuple) and len(_shape(plan, r)) == 2 for r in node.inputs
-        ):
-            fast = _fast_matmul
-        steps.append((i, node, keys, node.refs(i), fast))
-    outputs = list(plan.outputs)
-    out_refs = {i: refs for i, _, _, refs, _ in steps}
-    plan.program = _Program(constants, steps, outputs, out_refs, in_shapes, cuts)
+            ends = np.cumsum([shape[axis] for shape in shapes]).tolist()
+            kind, cut = _CONCAT, list(zip([0, *ends[:-1]], ends, strict=True))
+        elif node.cls is MatMul and all(s is not None and len(s) == 2 for s in shapes):
+            kind = _MATMUL
+        ops.append(_Op(kind, i, node, args, outs, shapes, cut))
+    outputs = [register[r] for r in plan.outputs]
+    copied = [r[0] != "n" for r in plan.outputs]
+    seeded = [r[0] != "c" for r in plan.outputs]
+    plan.program = _Program(initial, len(plan.step_inputs), ops, outputs, copied, seeded)
     return plan.program
 
 
@@ -663,83 +864,107 @@ def _cut(g: np.ndarray, axis: int, bounds: list[tuple[int, int]]) -> tuple[np.nd
 
 class CompiledStep(Function):
     """One time step of a traced cell as one graph node: the plan's per-step primitives run
-    on arrays, each with its own forward, and backward runs their derivatives in reverse."""
+    on arrays (products as GEMMs, regions as their generated kernels, the rest each with its
+    own forward), and backward runs their derivatives in reverse."""
 
-    def forward(self, *arrays: np.ndarray, plan: Plan, needs: tuple[bool, ...]) -> Any:
-        self.plan = plan
+    def forward(
+        self,
+        *arrays: np.ndarray,
+        plan: Plan,
+        needs: tuple[bool, ...],
+        transposed: dict[Any, np.ndarray] | None = None,
+    ) -> Any:
         program = plan.program or _program(plan)
-        env: dict[Any, Any] = dict(program.constants)
-        env.update(zip(plan.step_inputs, arrays, strict=True))
-        tape = []
         per_node = plan.needs_cache.get(needs)
         if per_node is None:
             per_node = plan.needs_cache[needs] = _needs(plan, needs)
-        for i, node, keys, out_refs, fast in program.steps:
-            args = [env[k] for k in keys]
-            fn = node.cls()
-            fn.needs_input_grad = per_node[i]
-            fn.kwargs = node.kwargs
-            if fast is not None:
-                out = fast(fn, args)
-            elif node.cls._formula_forward:
-                out = fn.formula(ARRAYS, *args)
+        env = program.initial.copy()
+        env[: program.n_inputs] = arrays
+        saved: dict[int, Any] = {}  # a region's 2-D inputs, another node's Function
+        for op in program.ops:
+            kind, args, outs = op.kind, op.args, op.outs
+            if kind == _MATMUL:
+                env[outs[0]] = env[args[0]] @ env[args[1]]
+            elif kind == _REGION:
+                k = op.node.kwargs["kernels"]
+                views = saved[op.index] = k.inputs_2d([env[a] for a in args])
+                for r, out in zip(outs, k.run(views), strict=True):
+                    env[r] = out
+            elif kind == _CONCAT:
+                env[outs[0]] = np.concatenate(
+                    [env[a] for a in args], axis=op.node.kwargs.get("axis", 0)
+                )
             else:
-                out = fn.forward(*args, **node.kwargs)
-            fn.arrays, fn.out = args, out
-            if node.tuple_output:
-                env.update(zip(out_refs, out, strict=True))
-            else:
-                env[out_refs[0]] = out
-            tape.append((i, fn))
-        self.tape = tape
-        outs = [env[r] for r in program.outputs]
-        outs = [o if r[0] == "n" else np.array(o) for o, r in zip(outs, plan.outputs, strict=True)]
+                node = op.node
+                fn = saved[op.index] = node.cls()
+                fn.needs_input_grad, fn.kwargs = per_node[op.index], node.kwargs
+                values = [env[a] for a in args]
+                if node.cls._formula_forward:
+                    out = fn.formula(ARRAYS, *values)
+                else:
+                    out = fn.forward(*values, **node.kwargs)
+                fn.arrays, fn.out = values, out
+                for r, o in zip(outs, out if node.tuple_output else (out,), strict=True):
+                    env[r] = o
+        self.plan, self.env, self.saved, self.per_node = plan, env, saved, per_node
+        self.transposed = transposed or {}
+        outs = [
+            np.array(env[r]) if copy else env[r]
+            for r, copy in zip(program.outputs, program.copied, strict=True)
+        ]
         return outs[0] if plan.single else tuple(outs)
 
     def backward(self, grads: Any) -> tuple[Any, ...]:
-        plan = self.plan
+        plan, env, saved = self.plan, self.env, self.saved
         program = plan.program
-        total: dict[Any, Any] = {}
-        for r, g in zip(plan.outputs, (grads,) if plan.single else grads, strict=True):
-            if r[0] != "c":
-                total[r] = g if r not in total else total[r] + g
-        pop = total.pop
-        for i, fn in reversed(self.tape):
-            node = plan.nodes[i]
-            out_refs = program.out_refs[i]
+        total: list[Any] = [None] * len(env)
+        upstreams = (grads,) if plan.single else grads
+        for r, g, seed in zip(program.outputs, upstreams, program.seeded, strict=True):
+            if seed:
+                total[r] = g if total[r] is None else total[r] + g
+        for op in reversed(program.ops):
+            node, args = op.node, op.args
             if node.tuple_output:
-                got = [pop(r, None) for r in out_refs]
+                got = [total[r] for r in op.outs]
                 if all(g is None for g in got):
                     continue
                 upstream: Any = tuple(
-                    np.zeros_like(o) if g is None else g for g, o in zip(got, fn.out, strict=True)
+                    np.zeros_like(env[r]) if g is None else g
+                    for g, r in zip(got, op.outs, strict=True)
                 )
             else:
-                upstream = pop(out_refs[0], None)
+                upstream = total[op.outs[0]]
                 if upstream is None:
                     continue
-            needs = fn.needs_input_grad
-            if node.defer:  # x @ W: ∂L/∂x now, ∂L/∂W = xᵀ g deferred to one GEMM
-                x, w = fn.arrays
-                in_grads: Any = (
-                    upstream @ w.T if needs[0] else None,
-                    DeferredMatmulGrad(x, upstream) if needs[1] else None,
-                )
-            elif node.cls is Concat:  # slices of g: the same as Concat's vjp, without np.split
-                in_grads = _cut(upstream, fn.axis, program.cuts[i])
+            needs = self.per_node[op.index]
+            if op.kind == _MATMUL:
+                x, w = env[args[0]], env[args[1]]
+                if node.defer:  # ∂L/∂x now, ∂L/∂W = xᵀ g deferred to one GEMM over T·B rows
+                    wT = self.transposed.get(node.inputs[1])
+                    in_grads: Any = (
+                        upstream @ (w.T if wT is None else wT) if needs[0] else None,
+                        DeferredMatmulGrad(x, upstream) if needs[1] else None,
+                    )
+                else:
+                    in_grads = (
+                        upstream @ w.T if needs[0] else None,
+                        x.T @ upstream if needs[1] else None,
+                    )
+            elif op.kind == _REGION:
+                in_grads = node.kwargs["kernels"].grads(saved[op.index], upstream)
+            elif op.kind == _CONCAT:  # slices of g: Concat's vjp, without np.split
+                in_grads = _cut(upstream, node.kwargs.get("axis", 0), op.cut)
             else:
-                in_grads = node_grads(fn, upstream)
-            for r, g, need, shape in zip(
-                node.inputs, in_grads, needs, program.in_shapes[i], strict=True
-            ):
+                in_grads = node_grads(saved[op.index], upstream)
+            for a, g, need, shape in zip(args, in_grads, needs, op.shapes, strict=True):
                 if g is None or not need:
                     continue
                 if type(g) is not DeferredMatmulGrad and g.shape != shape:
                     g = unbroadcast(np.asarray(g), shape, node.cls.__name__)
-                before = total.get(r)
-                total[r] = g if before is None else before + g
-        self.tape = None
-        return tuple(total.get(r) for r in plan.step_inputs)
+                before = total[a]
+                total[a] = g if before is None else before + g
+        self.env = self.saved = None
+        return tuple(total[: program.n_inputs])
 
     def vjp(self, m: Any, g: Any, *inputs_and_out: Any) -> tuple[Any, ...]:
         """The recorded derivative (`create_graph=True`): the plan replayed in graph ops."""
@@ -861,7 +1086,7 @@ def build(cell: Any, x: Tensor, state: Any) -> Plan:
                     "held by the cell (computed before the step, or another module's)"
                 )
         plan = make_plan(first)
-        plan.step_order = [i for i in plan.order if not plan.nodes[i].per_sequence]
+        plan.step_order = [i for i in plan.order if _in_step(plan.nodes[i])]
         plan.graph_order = list(plan.step_order)
         if not kernels.using_reference_kernels():
             fuse_regions(plan)
@@ -900,13 +1125,18 @@ def _check_first_sequence(cell: Any, plan: Plan, x: np.ndarray, parts: list[np.n
 
 
 def _per_sequence_values(plan: Plan, x: Tensor) -> tuple[list[Tensor], list[Any]]:
-    """Run the per-sequence primitives as graph ops: the step's per-sequence inputs, and for
-    each hoisted product x<t> @ W its T per-step rows (one GEMM over all T·B rows)."""
+    """Run the per-sequence primitives as graph ops: the step's per-sequence inputs; then the
+    input-side ones once over all T·B rows (time-major, so each step's rows are contiguous),
+    and of each value a step reads its T per-step row blocks."""
     env: dict[Any, Any] = {("p", j): p for j, p in enumerate(plan.params)}
     products = {n.inputs[1] for i in plan.step_order for n in [plan.nodes[i]] if n.cls is MatMul}
+    B, T, n_x = x.shape
+    hoisting = [i for i in plan.order if plan.nodes[i].input_side]
+    if hoisting:
+        env["x",] = x.transpose(1, 0, 2).reshape(T * B, n_x)
     for i in plan.order:
         node = plan.nodes[i]
-        if node.per_sequence:
+        if node.per_sequence or node.input_side:
             out = node.cls.apply(*(_value(plan, env, r) for r in node.inputs), **node.kwargs)
             for o, value in enumerate(out if node.tuple_output else (out,)):
                 env["n", i, o] = value
@@ -916,11 +1146,7 @@ def _per_sequence_values(plan: Plan, x: Tensor) -> tuple[list[Tensor], list[Any]
         if r in products and isinstance(value, Tensor) and not value.data.flags.c_contiguous:
             value = _Contiguous.apply(value)
         values.append(value)
-    B, T, n_x = x.shape
-    rows = x.reshape(B * T, n_x)
-    per_step = [
-        unstack((rows @ _value(plan, env, w)).reshape(B, T, -1), axis=1) for w in plan.hoisted
-    ]
+    per_step = [unstack(env[r].reshape(T, B, -1), axis=0) for r in plan.hoisted]
     return values, per_step
 
 
@@ -956,6 +1182,18 @@ def compile_steps(cell: Any, x: Tensor, state: Any) -> Callable[[int, Any], Any]
     values, per_step = _per_sequence_values(plan, x)
     xs = unstack(x, axis=1)
     fixed = tuple(isinstance(v, Tensor) and v.requires_grad for v in values)
+    # a contiguous copy of each deferred product's Wᵀ, once per sequence: OpenBLAS runs
+    # g @ Wᵀ on the transposed view about 1.5× slower at these sizes
+    first = 1 + plan.n_state + len(plan.hoisted)
+    at = {r: k for k, r in enumerate(plan.step_inputs[first:])}
+    transposed = {
+        r: np.ascontiguousarray(np.asarray(getattr(values[at[r]], "data", values[at[r]])).T)
+        for i in plan.step_order
+        for node in [plan.nodes[i]]
+        if node.defer
+        for r in [node.inputs[1]]
+        if r in at
+    }
 
     def step(t: int, state: Any) -> Any:
         parts = [state] if isinstance(state, Tensor | np.ndarray) else list(state)
@@ -966,7 +1204,9 @@ def compile_steps(cell: Any, x: Tensor, state: Any) -> Callable[[int, Any], Any]
             *(r.requires_grad for r in rows),
             *fixed,
         )
-        return CompiledStep.apply(xs[t], *parts, *rows, *values, plan=plan, needs=needs)
+        return CompiledStep.apply(
+            xs[t], *parts, *rows, *values, plan=plan, needs=needs, transposed=transposed
+        )
 
     return step
 
